@@ -1,0 +1,41 @@
+# Thin wrappers. Every target first makes sure .venv exists and holds the kit (set-up is skipped
+# when pyproject.toml has not changed since the last install).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.course_lib-installed
+PYTEST_ARGS ?=
+LAB_ARGS ?=
+# JupyterLab refuses to start as root (containers, CI) unless told it may.
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
+.PHONY: setup lab test bench html lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e '.[jupyter,dev]'
+	touch $@
+
+setup: $(STAMP)
+
+lab: setup  ## open JupyterLab on notebooks/
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(ROOT_FLAG) $(LAB_ARGS)
+
+test: setup  ## the whole test suite: unit tests, lint, every notebook in FAST mode, the JupyterLab server
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: setup  ## speed and quality figures, as a markdown table
+	$(BIN)/python bench/run.py
+
+html: setup  ## execute every notebook (FAST unless COURSE_FAST=0) and export HTML to build/html/
+	$(BIN)/python -m course_lib run-notebooks --html build/html
+
+lint: setup
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf build .pytest_cache .ruff_cache
+	find . -name __pycache__ -not -path './$(VENV)/*' -exec rm -rf {} +

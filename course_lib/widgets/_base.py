@@ -1,0 +1,139 @@
+"""The pattern every widget follows: pure compute functions + a thin view that updates artists in place.
+
+A view subclasses ``WidgetView``: ``_controls()`` returns its ipywidgets, ``_build(fig)`` makes the
+figure's artists once, and ``_update(**values)`` calls the widget's pure compute function and changes
+artists (``set_data``, ``set_offsets``, ``set_height``, ...). Every control change calls ``update``,
+which times itself (``last_update_seconds``) and redraws with ``draw_idle``.
+
+The figure gets an ipympl canvas of its own (an interactive widget in JupyterLab) whatever the
+notebook's matplotlib backend, so ordinary figures stay inline and export to HTML as pictures.
+Without ipympl the view falls back to re-showing a PNG inside an ``Output`` widget. When displayed,
+the view also carries a PNG of its first state, which static exports (HTML, nbviewer) show.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+
+from matplotlib.figure import Figure
+
+__all__ = ["WidgetView", "has_ipympl"]
+
+
+def has_ipympl() -> bool:
+    """True when ipympl (the interactive matplotlib widget) is installed."""
+    try:
+        import ipympl.backend_nbagg  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+class WidgetView:
+    """Base class of every widget view: a figure built once, controls, in-place updates.
+
+    Attributes: ``fig`` (the matplotlib Figure), ``controls`` (name -> ipywidget with a ``value``),
+    ``last_update_seconds``. ``update(**values)`` sets controls programmatically and redraws (what
+    the tests and the benchmark call); ``widget()`` is the layout shown in a notebook.
+    """
+
+    figsize: tuple[float, float] = (10.0, 4.5)
+
+    def __init__(self):
+        self.controls: dict = self._controls()
+        self.fig = Figure(figsize=self.figsize, layout="constrained")
+        self._output = None
+        if has_ipympl():
+            from ipympl.backend_nbagg import Canvas, FigureManager
+
+            canvas = Canvas(self.fig)
+            FigureManager(canvas, 0)
+            canvas.header_visible = False
+            canvas.toolbar_visible = False
+            canvas.resizable = False
+        else:
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+            FigureCanvasAgg(self.fig)
+        self._build(self.fig)
+        self.last_update_seconds = float("nan")
+        self.update()
+        for w in self.controls.values():
+            w.observe(self._on_change, names="value")
+
+    # -- to implement -------------------------------------------------------------------------
+    def _controls(self) -> dict:
+        return {}
+
+    def _build(self, fig: Figure) -> None:
+        raise NotImplementedError
+
+    def _update(self, **values) -> None:
+        raise NotImplementedError
+
+    # -- machinery ----------------------------------------------------------------------------
+    def values(self) -> dict:
+        """The current control values, by name."""
+        return {k: w.value for k, w in self.controls.items()}
+
+    def _on_change(self, _change=None):
+        self.update()
+
+    def update(self, **values) -> float:
+        """Set the named controls (if given) and redraw once; returns the seconds the redraw took."""
+        unknown = sorted(set(values) - set(self.controls))
+        if unknown:
+            raise ValueError(f"{unknown[0]}: not a control of this widget; its controls are {sorted(self.controls)}")
+        for k, v in values.items():
+            w = self.controls[k]
+            w.unobserve(self._on_change, names="value")
+            try:
+                w.value = v
+            finally:
+                w.observe(self._on_change, names="value")
+        t0 = time.perf_counter()
+        self._update(**self.values())
+        self.fig.canvas.draw_idle()
+        self.last_update_seconds = time.perf_counter() - t0
+        if self._output is not None:
+            self._show_png_in_output()
+        return self.last_update_seconds
+
+    def png(self) -> bytes:
+        """The figure as it is now, as PNG bytes."""
+        buf = io.BytesIO()
+        self.fig.savefig(buf, format="png", dpi=80)
+        return buf.getvalue()
+
+    def _show_png_in_output(self):
+        from IPython.display import Image, display
+
+        with self._output:
+            self._output.clear_output(wait=True)
+            display(Image(self.png()))
+
+    def widget(self):
+        """The layout: controls on the left, the figure on the right."""
+        import ipywidgets as W
+
+        controls = W.VBox(list(self.controls.values()) + list(getattr(self, "buttons", {}).values()),
+                          layout=W.Layout(min_width="320px"))
+        if has_ipympl():
+            view = self.fig.canvas
+        else:
+            self._output = self._output or W.Output()
+            self._show_png_in_output()
+            view = self._output
+        box = W.HBox([controls, view])
+        box.add_class("course-widget")
+        return box
+
+    def _repr_mimebundle_(self, **kwargs):
+        # The live widget for JupyterLab, plus a PNG for static exports that cannot run widgets.
+        bundle = self.widget()._repr_mimebundle_(**kwargs)
+        data = bundle[0] if isinstance(bundle, tuple) else bundle
+        data = dict(data)
+        data["image/png"] = base64.b64encode(self.png()).decode()
+        return data
