@@ -41,16 +41,27 @@ def test_make_lab_serves_the_notebooks():
                 break
             except OSError:
                 time.sleep(0.5)
-        assert listing is not None, f"server did not answer; exit code {proc.poll()}"
+        if listing is None:
+            _stop(proc)
+            pytest.fail(f"server did not answer (exit code {proc.poll()}); its output:\n{proc.stdout.read()[-3000:]}")
         served = sorted(item["name"] for item in listing["content"] if item["type"] == "notebook")
         assert served == sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
         # the token is required
         with pytest.raises(urllib.error.HTTPError):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/api/contents/", timeout=5)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        _stop(proc)
+
+
+def _stop(proc):
+    """Stop make and the server it started (the whole process group)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
         try:
             proc.wait(timeout=20)
+            return
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            continue
