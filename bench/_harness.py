@@ -51,7 +51,15 @@ def fmt_seconds(s: float) -> str:
 
 
 def widget_latency(view, control: str, values) -> tuple[float, float]:
-    """(median, p95) seconds for one slider move of ``view``: compute, artist updates and a full draw."""
+    """(median, p95) seconds for one slider move of ``view``: compute, artist updates and a full draw.
+
+    A connected JupyterLab front end fetches frames itself; headless, ipympl would also re-encode a
+    PNG data URL on every draw, which no user waits for, so that is switched off while measuring.
+    """
+    canvas = view.fig.canvas
+    if hasattr(canvas, "syncing_data_url"):
+        canvas.syncing_data_url = False
+
     def move(v):
         view.update(**{control: v})
         view.fig.canvas.draw()

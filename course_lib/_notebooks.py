@@ -30,6 +30,22 @@ def _environ(**values: str):
                 os.environ[k] = v
 
 
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+
+def _static(nb):
+    """A copy of ``nb`` whose widget outputs show their PNG snapshot (a static page cannot run widgets)."""
+    import copy
+
+    nb = copy.deepcopy(nb)
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if WIDGET_MIME in data and "image/png" in data:
+                del data[WIDGET_MIME]
+    return nb
+
+
 def run_notebook(path: str | os.PathLike, *, fast: bool = True, timeout: int = 1200,
                  html_dir: str | os.PathLike | None = None, kernel_name: str = "python3"):
     """Execute a notebook top to bottom in its own folder; returns ``(executed_notebook, seconds)``.
@@ -43,7 +59,7 @@ def run_notebook(path: str | os.PathLike, *, fast: bool = True, timeout: int = 1
 
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name,
+    client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name, store_widget_state=False,
                             resources={"metadata": {"path": str(path.parent)}})
     t0 = time.perf_counter()
     # The kernel inherits this process's environment; MPLBACKEND keeps figures inline and headless.
@@ -55,6 +71,6 @@ def run_notebook(path: str | os.PathLike, *, fast: bool = True, timeout: int = 1
 
         out = Path(html_dir)
         out.mkdir(parents=True, exist_ok=True)
-        body, _ = HTMLExporter().from_notebook_node(nb)
+        body, _ = HTMLExporter().from_notebook_node(_static(nb))
         (out / f"{path.stem}.html").write_text(body, encoding="utf-8")
     return nb, seconds

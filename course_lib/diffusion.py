@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import as_tensor, check_alpha_bar
+from ._checks import as_tensor, check_alpha_bar, check_timestep
 
 __all__ = ["TARGETS", "ExactDenoiser", "convert", "eps_from_x0", "score_from_x0", "x0_from_eps", "x0_from_score"]
 
@@ -44,7 +44,8 @@ def _pred(pred, x_t, name):
     pred = as_tensor(pred, name, dtype=None if isinstance(pred, torch.Tensor) else x_t.dtype)
     if pred.shape != x_t.shape:
         raise ValueError(f"{name}: expected the shape of x_t {tuple(x_t.shape)}, got {tuple(pred.shape)}")
-    return pred
+    # results follow x_t: its dtype and device
+    return pred.to(dtype=x_t.dtype, device=x_t.device)
 
 
 def x0_from_eps(x_t, eps, alpha_bar):
@@ -106,11 +107,12 @@ class ExactDenoiser:
         self.mixture, self.schedule, self.target = mixture, schedule, target
 
     def __call__(self, x_t, t):
-        from ._checks import check_timestep
-
-        t = check_timestep(t, self.schedule.T)
+        x = as_tensor(x_t, "x_t", dtype=torch.float64, ndim=2).cpu()
+        t = check_timestep(t, self.schedule.T).cpu()
+        if t.ndim == 1 and t.shape[0] != x.shape[0]:
+            raise ValueError(f"t: expected an int or shape ({x.shape[0]},) (one step per row of x_t), "
+                             f"got shape {tuple(t.shape)}")
         ab = self.schedule.alpha_bars[t]
-        x = as_tensor(x_t, "x_t", dtype=torch.float64)
-        x0 = self.mixture.posterior_mean(x, ab)
-        out = convert(x0, "x0", self.target, x, ab)
-        return out.to(x_t.dtype) if isinstance(x_t, torch.Tensor) else out
+        out = convert(self.mixture.posterior_mean(x, ab), "x0", self.target, x, ab)
+        # the exact maths runs in float64 on the CPU; hand the answer back like a model would
+        return out.to(dtype=x_t.dtype, device=x_t.device) if isinstance(x_t, torch.Tensor) else out

@@ -16,16 +16,38 @@ from __future__ import annotations
 import base64
 import io
 import time
+from contextlib import contextmanager
 
 from matplotlib.figure import Figure
 
 __all__ = ["WidgetView", "has_ipympl"]
 
 
-def has_ipympl() -> bool:
-    """True when ipympl (the interactive matplotlib widget) is installed."""
+@contextmanager
+def _keep_pyplot_backend():
+    """Undo the backend switch that ``import ipympl`` makes (its ``__init__`` calls ``matplotlib.use``).
+
+    Without this, every pyplot figure after a notebook's first widget became an ipympl widget: not
+    inline, and missing from the HTML export.
+    """
+    import matplotlib
+
+    before = dict.__getitem__(matplotlib.rcParams, "backend")  # without resolving the "auto" sentinel
     try:
-        import ipympl.backend_nbagg  # noqa: F401
+        yield
+    finally:
+        if dict.__getitem__(matplotlib.rcParams, "backend") != before:
+            if isinstance(before, str):
+                matplotlib.use(before)
+            else:
+                dict.__setitem__(matplotlib.rcParams, "backend", before)
+
+
+def has_ipympl() -> bool:
+    """True when ipympl (the interactive matplotlib widget) is installed. Leaves pyplot's backend alone."""
+    try:
+        with _keep_pyplot_backend():
+            import ipympl.backend_nbagg  # noqa: F401
     except Exception:
         return False
     return True
@@ -46,7 +68,8 @@ class WidgetView:
         self.fig = Figure(figsize=self.figsize, layout="constrained")
         self._output = None
         if has_ipympl():
-            from ipympl.backend_nbagg import Canvas, FigureManager
+            with _keep_pyplot_backend():
+                from ipympl.backend_nbagg import Canvas, FigureManager
 
             canvas = Canvas(self.fig)
             FigureManager(canvas, 0)
