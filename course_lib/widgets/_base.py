@@ -62,6 +62,8 @@ class WidgetView:
     """
 
     figsize: tuple[float, float] = (10.0, 4.5)
+    #: extra horizontal padding (inches) for the one-time layout, for tick labels that may grow later
+    layout_w_pad: float | None = None
 
     def __init__(self):
         self.controls: dict = self._controls()
@@ -83,6 +85,7 @@ class WidgetView:
         self._build(self.fig)
         self.last_update_seconds = float("nan")
         self.update()
+        self._freeze_layout()
         for w in self.controls.values():
             w.observe(self._on_change, names="value")
 
@@ -97,6 +100,17 @@ class WidgetView:
         raise NotImplementedError
 
     # -- machinery ----------------------------------------------------------------------------
+    def _freeze_layout(self):
+        # Lay the figure out once, then freeze it: constrained layout on every slider move cost as much as
+        # the rest of the draw, and what a slider moves (data, titles) does not change the layout.
+        engine = self.fig.get_layout_engine()
+        if engine is None:
+            return
+        if self.layout_w_pad is not None:
+            engine.set(w_pad=self.layout_w_pad)
+        engine.execute(self.fig)
+        self.fig.set_layout_engine("none")
+
     def values(self) -> dict:
         """The current control values, by name."""
         return {k: w.value for k, w in self.controls.items()}
@@ -127,7 +141,7 @@ class WidgetView:
     def png(self) -> bytes:
         """The figure as it is now, as PNG bytes."""
         buf = io.BytesIO()
-        self.fig.savefig(buf, format="png", dpi=80)
+        self.fig.savefig(buf, format="png", dpi=100)
         return buf.getvalue()
 
     def _show_png_in_output(self):

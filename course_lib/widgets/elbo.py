@@ -468,6 +468,7 @@ class ElboView(WidgetView):
     """
 
     figsize = (11.0, 5.0)
+    layout_w_pad = 0.12
     RANGES = {"q_mean": (-4.0, 4.0), "q_log_std": (-3.0, 1.0), "W": (-3.0, 3.0), "sigma": (0.2, 2.0)}
 
     def __init__(self, x: float = 1.5, *, W: float = 1.0, b: float = 0.0, sigma: float = 0.7,
@@ -491,12 +492,7 @@ class ElboView(WidgetView):
         self._init = {"q_mean": q_mean, "q_log_std": q_log_std, "W": W, "sigma": sigma, "n_draws": n_draws}
         self.data: dict = {}
         self.buttons = self._buttons()
-        super().__init__()
-        # Constrained layout places the axes once; re-running it on every slider move would double the draw
-        # time, and nothing a slider changes moves the axes (the margin leaves room for wider tick labels).
-        self.fig.get_layout_engine().set(w_pad=0.12)
-        self.fig.canvas.draw()
-        self.fig.set_layout_engine("none")
+        super().__init__()  # lays the figure out once (with room for wider tick labels), then freezes it
 
     # -- controls ---------------------------------------------------------------------------------
     def _controls(self):

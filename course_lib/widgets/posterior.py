@@ -223,13 +223,7 @@ class PosteriorMeanView(WidgetView):
         self._field_cache: OrderedDict[int, dict] = OrderedDict()
         self.figsize = (11.0, 4.3) if self.d == 1 else (11.0, 5.6)
         self.artists: dict = {}
-        super().__init__()
-        # Lay the figure out once, then freeze it: constrained layout on every draw would double a slider
-        # move's cost, and what moves (the titles, the 1-D density's tick labels) keeps about the same size.
-        engine = self.fig.get_layout_engine()
-        if engine is not None:
-            engine.execute(self.fig)
-        self.fig.set_layout_engine("none")
+        super().__init__()  # lays the figure out once, then freezes it
 
     # -- controls --------------------------------------------------------------------------------
     def _controls(self) -> dict:
