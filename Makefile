@@ -9,14 +9,14 @@ LAB_ARGS ?=
 # JupyterLab refuses to start as root (containers, CI) unless told it may.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: setup lab test bench html lint clean
+.PHONY: setup lab test test-browser bench html lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e '.[jupyter,dev]'
+	$(BIN)/python -m pip install -e '.[jupyter,dev,browser]'
 	touch $@
 
 setup: $(STAMP)
@@ -26,6 +26,9 @@ lab: setup  ## open JupyterLab on notebooks/
 
 test: setup  ## the whole test suite: unit tests, lint, every notebook in FAST mode, the JupyterLab server
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-browser: setup  ## only the browser tests: JupyterLab in Chromium, screenshots in build/browser/
+	$(BIN)/python -m pytest tests/browser $(PYTEST_ARGS)
 
 bench: setup  ## speed and quality figures, as a markdown table
 	$(BIN)/python bench/run.py

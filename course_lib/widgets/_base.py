@@ -152,18 +152,22 @@ class WidgetView:
             display(Image(self.png()))
 
     def widget(self):
-        """The layout: controls on the left, the figure on the right."""
+        """The layout: the controls in a wrapping row above the figure.
+
+        Controls beside a 10-inch figure made the widget wider than a laptop's notebook column
+        (the browser tests measured 1424 px); above it, the width is the figure's.
+        """
         import ipywidgets as W
 
-        controls = W.VBox(list(self.controls.values()) + list(getattr(self, "buttons", {}).values()),
-                          layout=W.Layout(min_width="320px"))
+        items = list(self.controls.values()) + list(getattr(self, "buttons", {}).values())
+        controls = W.Box(items, layout=W.Layout(display="flex", flex_flow="row wrap", align_items="center"))
         if has_ipympl():
             view = self.fig.canvas
         else:
             self._output = self._output or W.Output()
             self._show_png_in_output()
             view = self._output
-        box = W.HBox([controls, view])
+        box = W.VBox([controls, view])
         box.add_class("course-widget")
         return box
 
