@@ -78,6 +78,7 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module | dict, *, n
     os.close(fd)
     try:
         torch.save({"format": 1, "name": name, "config": config, "state_dict": state, "meta": meta}, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a checkpoint is an ordinary readable file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

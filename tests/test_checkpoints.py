@@ -88,6 +88,7 @@ def test_save_is_atomic_and_leaves_no_temp_files(tmp_path, monkeypatch):
         save_checkpoint(path, _build({"d": 5}), config={"d": 5})
     assert path.read_bytes() == good  # the old checkpoint survives a failed save
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
+    assert path.stat().st_mode & 0o777 == 0o644
 
 
 def test_load_rejects_foreign_files(tmp_path):
