@@ -118,14 +118,18 @@ def cached_model(name: str, config: dict, build: Callable[[dict], torch.nn.Modul
                  map_location: str | torch.device = "cpu") -> tuple[torch.nn.Module, CacheInfo]:
     """The model for ``config``: from the cache, else shipped weights, else ``train(build(config))``.
 
-    ``build(config)`` returns an untrained model; ``train(model)`` trains it in place and may return a
-    dict of plain values (e.g. the training time) that is stored as the checkpoint's metadata.
+    ``build(config)`` returns an untrained model (called with torch's generator seeded from
+    ``config.get("seed", 0)``, so its initial weights are reproducible); ``train(model)`` trains it in place
+    and may return a dict of plain values (e.g. the training time), stored as the checkpoint's metadata.
     ``retrain=True`` ignores the cache and shipped weights. Returns ``(model, info)``.
     """
     t0 = time.perf_counter()
     path = checkpoint_path(name, config, directory)
     shipped = checkpoint_path(name, config, PRETRAINED_DIR)
-    model = build(config)
+    # Initial weights must depend on the config alone, not on what used the global generator before.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(config.get("seed", 0)))
+        model = build(config)
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"build: expected it to return an nn.Module, got {type(model).__name__}")
     for source, candidate in (("cache", path), ("pretrained", shipped)):

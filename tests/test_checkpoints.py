@@ -103,3 +103,17 @@ def test_load_rejects_foreign_files(tmp_path):
 def test_bad_names(name):
     with pytest.raises(ValueError, match="name"):
         checkpoint_path(name, {})
+
+
+def test_initial_weights_depend_on_the_config_only(tmp_path):
+    def build(config):
+        return torch.nn.Linear(4, 4)
+
+    weights = []
+    for noise in (1, 5):
+        torch.randn(noise)  # whatever ran before must not matter
+        m, _ = cached_model("init", {"seed": 3}, build, lambda m: None, directory=tmp_path / str(noise))
+        weights.append(m.weight.detach().clone())
+    assert torch.equal(weights[0], weights[1])
+    m, _ = cached_model("init", {"seed": 4}, build, lambda m: None, directory=tmp_path / "other")
+    assert not torch.equal(m.weight, weights[0])
