@@ -6,10 +6,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.course_lib-installed
 PYTEST_ARGS ?=
 LAB_ARGS ?=
+STUDENT_DIR ?= build/student
+SUBMISSIONS ?= submissions
+GRADES ?= grades.csv
+GRADE_TIMEOUT ?= 600
 # JupyterLab refuses to start as root (containers, CI) unless told it may.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: setup lab test test-browser bench html lint clean
+.PHONY: setup lab test test-browser bench html lint clean student grade prepare
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +39,15 @@ bench: setup  ## speed and quality figures, as a markdown table
 
 html: setup  ## execute every notebook (FAST unless COURSE_FAST=0) and export HTML to build/html/
 	$(BIN)/python -m course_lib run-notebooks --html build/html
+
+student: setup  ## the student version of every notebook into $(STUDENT_DIR)
+	$(BIN)/python -m course_lib student --out $(STUDENT_DIR)
+
+grade: setup  ## grade $(SUBMISSIONS)/<student>/NN_name.ipynb into $(GRADES)
+	$(BIN)/python -m course_lib grade $(SUBMISSIONS) --out $(GRADES) --timeout $(GRADE_TIMEOUT)
+
+prepare: setup  ## load or train every model the notebooks use (before a lecture)
+	$(BIN)/python -m course_lib prepare
 
 lint: setup
 	$(BIN)/ruff check .

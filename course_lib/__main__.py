@@ -3,6 +3,11 @@
 Commands:
   run-notebooks [NAMES...] [--full] [--html DIR]   execute notebooks top to bottom (FAST by default)
   info                                             versions, device, FAST, where data and caches live
+  student [NAMES...] [--out DIR]                   the student version of the notebooks (default build/student)
+  grade SUBMISSIONS_DIR --out grades.csv [--timeout S] [--check-timeout S] [--master PATH] [--jobs N]
+                                                   run and score submitted notebooks, one CSV row per exercise
+  prepare [NAMES...] [--fast | --full] [--list]    load or train every model the notebooks use (before a lecture)
+  slides [NAMES...] [--overwrite]                  add RISE slide metadata to the master notebooks (headings)
 """
 
 from __future__ import annotations
@@ -44,6 +49,65 @@ def _info(_args) -> int:
     return 0
 
 
+def _student(args) -> int:
+    import os
+
+    from .homework import build_student
+
+    out = args.out or os.environ.get("STUDENT_DIR") or "build/student"
+    try:
+        paths = build_student(out_dir=out, names=args.names or None)
+    except ValueError as exc:
+        print(f"student build failed: {exc}", file=sys.stderr)
+        return 1
+    if not paths:
+        print(f"no notebook matches {args.names}", file=sys.stderr)
+        return 2
+    for p in paths:
+        print(f"wrote {p}")
+    return 0
+
+
+def _grade(args) -> int:
+    from .homework import grade_folder
+
+    rows = grade_folder(args.submissions, args.out, master=args.master, timeout=args.timeout,
+                        check_timeout=args.check_timeout, jobs=args.jobs, fast=not args.full)
+    print(f"wrote {args.out}: {len(rows)} rows")
+    return 0
+
+
+def _prepare(args) -> int:
+    from . import FAST
+    from .prepare import prepare, registry
+
+    if args.list:
+        for e in registry():
+            print(f"{e.name}  (notebook {e.notebook})")
+        return 0
+    fast = True if args.fast else False if args.full else FAST
+    summary = prepare(fast=fast, only=args.names or None)
+    return 1 if any(s["source"] == "failed" for s in summary) else 0
+
+
+def _slides(args) -> int:
+    import nbformat
+
+    from ._notebooks import notebook_paths
+    from .homework import add_slide_metadata
+
+    for path in notebook_paths():
+        if args.names and not any(n in path.name for n in args.names):
+            continue
+        nb = nbformat.read(path, as_version=4)
+        before = nbformat.writes(nb)
+        after = nbformat.writes(add_slide_metadata(nb, overwrite=args.overwrite))
+        if after != before:
+            path.write_text(after + ("\n" if not after.endswith("\n") else ""), encoding="utf-8")
+            print(f"{path.name}: slide metadata added")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m course_lib", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -54,6 +118,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--html", metavar="DIR", help="also export executed notebooks as HTML into DIR")
     p.set_defaults(func=_run_notebooks)
     sub.add_parser("info", help="versions, device, modes, paths").set_defaults(func=_info)
+    p = sub.add_parser("student", help="build the student version of the notebooks")
+    p.add_argument("names", nargs="*", help="substrings of notebook names (default: all)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: $STUDENT_DIR or build/student)")
+    p.set_defaults(func=_student)
+    p = sub.add_parser("grade", help="grade a folder of submitted notebooks into a CSV")
+    p.add_argument("submissions",
+                   help="SUBMISSIONS_DIR/<student>/<NN_name>.ipynb, or <student>.ipynb with --master FILE")
+    p.add_argument("--out", default="grades.csv", help="the CSV to write (default grades.csv)")
+    p.add_argument("--timeout", type=float, default=600, help="seconds for all of a notebook's cells (default 600)")
+    p.add_argument("--check-timeout", type=float, default=60, help="seconds for each check or hidden test (60)")
+    p.add_argument("--master", help="master notebook or folder of them (default: notebooks/)")
+    p.add_argument("--jobs", type=int, default=1, help="notebooks graded at the same time (default 1)")
+    p.add_argument("--full", action="store_true", help="run submissions in full mode instead of FAST")
+    p.set_defaults(func=_grade)
+    p = sub.add_parser("prepare", help="load or train every model the notebooks use, with a summary")
+    p.add_argument("names", nargs="*", help="substrings of model names (default: all)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--fast", action="store_true", help="the FAST-mode models (default: as COURSE_FAST says)")
+    mode.add_argument("--full", action="store_true", help="the full-mode models")
+    p.add_argument("--list", action="store_true", help="list the registered models and stop")
+    p.set_defaults(func=_prepare)
+    p = sub.add_parser("slides", help="add RISE slide metadata to the master notebooks (# and ## headings)")
+    p.add_argument("names", nargs="*", help="substrings of notebook names (default: all)")
+    p.add_argument("--overwrite", action="store_true", help="replace slide types set by hand")
+    p.set_defaults(func=_slides)
     args = parser.parse_args(argv)
     return args.func(args)
 

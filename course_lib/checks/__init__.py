@@ -62,3 +62,107 @@ def diagnose(got, want, *, what: str, mistakes: Mapping[str, object] | None = No
     err = (g - w).abs().max().item()
     raise ExerciseError(f"{what}: not yet right (largest difference {err:.3g}); compare your formula with the "
                         "derivation above, term by term")
+
+
+# ====================================================================== unfinished exercises (student version)
+# The student version (``python -m course_lib student``) replaces each solution by
+#     raise NotImplementedError("Exercise N (name): ...")
+# and adds ``%load_ext course_lib.checks`` to the first code cell. The extension lets the notebook run top to
+# bottom before every exercise is done: a cell that fails because of an unfinished exercise (directly, through a
+# check, or through a variable such a cell did not compute) prints "finish exercise N first" instead of stopping
+# the notebook. Every other error is raised as usual. The master notebooks do not load it and are unaffected.
+import ast as _ast  # noqa: E402
+import re as _re  # noqa: E402
+
+_STUB_RE = _re.compile(r"^Exercise (\d+)\b")
+_BLOCKED: dict[str, int] = {}  # a variable a skipped cell did not compute -> the exercise it waits for
+
+
+def unfinished_exercise(exc: BaseException | None) -> int | None:
+    """The exercise number N if ``exc`` comes from an unfinished exercise's stub, else None.
+
+    Looks through the chain (``__cause__``, ``__context__``) for a ``NotImplementedError("Exercise N ...")``, so
+    a check that wraps the student's error in an ``ExerciseError`` is recognised too.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, NotImplementedError):
+            m = _STUB_RE.match(str(exc))
+            if m:
+                return int(m.group(1))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def finish_first(exercise: int, detail: str = "") -> None:
+    """Print the line a cell shows instead of an error while exercise ``exercise`` is not done."""
+    print(f"⏸ finish exercise {exercise} first{detail} — this cell needs it; run it again once your solution works")
+
+
+def _skip_unfinished(exc: BaseException, names: tuple[str, ...]) -> bool:
+    """Called by cells of the student version on an error: True (and a message) if it is an unfinished exercise."""
+    n = unfinished_exercise(exc)
+    detail = ""
+    if n is None and isinstance(exc, NameError) and getattr(exc, "name", None) in _BLOCKED:
+        n = _BLOCKED[exc.name]
+        detail = f" (`{exc.name}` was not computed because exercise {n} was not done)"
+    if n is None:
+        return False
+    for name in names:
+        _BLOCKED.setdefault(name, n)
+    finish_first(n, detail)
+    return True
+
+
+def _bound_names(tree: _ast.Module) -> tuple[str, ...]:
+    names = set()
+    for node in _ast.walk(tree):
+        if isinstance(node, _ast.Name) and isinstance(node.ctx, _ast.Store):
+            names.add(node.id)
+        elif isinstance(node, (_ast.FunctionDef, _ast.AsyncFunctionDef, _ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (_ast.Import, _ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return tuple(sorted(names))
+
+
+class _GuardUnfinished(_ast.NodeTransformer):
+    """IPython AST transformer: run a cell's code inside ``try``, keeping the display of its last expression."""
+
+    RESULT = "_course_cell_result"
+
+    def visit(self, node):  # only the cell (a Module); the code inside is left as it is
+        if not isinstance(node, _ast.Module) or not node.body:
+            return node
+        body = list(node.body)
+        last_expr = isinstance(body[-1], _ast.Expr)
+        if last_expr:
+            body[-1] = _ast.copy_location(
+                _ast.Assign(targets=[_ast.Name(self.RESULT, _ast.Store())], value=body[-1].value), body[-1])
+        names = _bound_names(node)
+        handler = _ast.parse(
+            "try:\n    pass\n"
+            "except BaseException as _course_exc:\n"
+            f"    if not __import__('course_lib.checks', fromlist=['_'])._skip_unfinished(_course_exc, {names!r}):\n"
+            "        raise\n"
+            f"    {self.RESULT} = None\n"
+        ).body[0]
+        handler.body = body
+        if not last_expr:
+            handler.handlers[0].body.pop()  # no result to reset
+        new = [handler]
+        if last_expr:
+            new.append(_ast.Expr(_ast.Name(self.RESULT, _ast.Load())))
+        node.body = new
+        return _ast.fix_missing_locations(node)
+
+
+def load_ipython_extension(ipython) -> None:
+    """``%load_ext course_lib.checks``: unfinished exercises print "finish exercise N first" instead of stopping."""
+    if not any(isinstance(t, _GuardUnfinished) for t in ipython.ast_transformers):
+        ipython.ast_transformers.append(_GuardUnfinished())
+
+
+def unload_ipython_extension(ipython) -> None:
+    ipython.ast_transformers[:] = [t for t in ipython.ast_transformers if not isinstance(t, _GuardUnfinished)]

@@ -1,0 +1,128 @@
+"""Grading a folder of submissions (``course_lib.homework.grade_folder``) on a tiny fixture notebook.
+
+The fixture master (tests/fixtures/homework/hw_master.ipynb) has two exercises: kl_gaussian (its check, 1 point,
+and a hidden test worth 2) and square (a check and a hidden test, 1 point each): 5 points in all. Six students
+submit the student version with: the right solutions; nothing; wrong solutions (the KL without its 1/2 still
+passes the hidden test at mu = 0, sigma = 1: 2 points); a notebook that raises, deletes the files in its working
+directory and kills its kernel after exercise 1; a never-ending one (square loops forever, and so does the last
+cell); one whose cell ignores the interrupt (SIGINT) and loops; and one student submits nothing. Each must
+score what it earned, within its time limits, without stopping the others.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from course_lib.homework import exercises, grade_folder, student_notebook
+
+MASTER = Path(__file__).parent / "fixtures" / "homework" / "hw_master.ipynb"
+KL_RIGHT = "def kl_gaussian(mu, log_sigma):\n    return 0.5 * (mu**2 + torch.exp(2 * log_sigma) - 1 - 2 * log_sigma)"
+KL_WRONG = "def kl_gaussian(mu, log_sigma):\n    return mu**2 + torch.exp(2 * log_sigma) - 1 - 2 * log_sigma"
+TIMEOUT, CHECK_TIMEOUT = 20, 8
+
+
+def _submission(kl: str | None = None, square: str | None = None, after_kl: tuple[str, ...] = (),
+                at_end: tuple[str, ...] = ()):
+    nb = student_notebook(nbformat.read(MASTER, as_version=4))
+    cells = []
+    for cell in nb.cells:
+        if "def kl_gaussian" in cell.source and kl is not None:
+            cell.source = kl
+        if "def square" in cell.source and square is not None:
+            cell.source = square
+        cells.append(cell)
+        if "check_kl_gaussian" in cell.source:
+            cells.extend(nbformat.v4.new_code_cell(s) for s in after_kl)
+    cells.extend(nbformat.v4.new_code_cell(s) for s in at_end)
+    nb.cells = cells
+    return nb
+
+
+SUBMISSIONS = {
+    "correct": _submission(KL_RIGHT, "def square(x):\n    return x ** 2"),
+    "empty": _submission(),
+    "wrong": _submission(KL_WRONG, "def square(x):\n    return 2 * x"),
+    "crashing": _submission(KL_RIGHT, None, after_kl=(
+        "raise RuntimeError('boom')",
+        "import os\nfor f in os.listdir('.'):\n    os.remove(f)\nprint('deleted', os.listdir('.'))",
+        "import os\nos._exit(1)")),
+    "never_ending": _submission(KL_RIGHT, "def square(x):\n    while True:\n        pass",
+                                at_end=("while True:\n    pass",)),
+    "stubborn": _submission(KL_RIGHT, "def square(x):\n    return x * x", after_kl=(
+        "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass",)),
+}
+EXPECTED = {  # student -> (points of exercise 1, points of exercise 2)
+    "correct": (3, 2), "empty": (0, 0), "wrong": (2, 0), "crashing": (3, 0), "never_ending": (3, 0),
+    "stubborn": (3, 2),  # the cell that ignores the interrupt is skipped in a fresh kernel
+}
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    root = tmp_path_factory.mktemp("submissions")
+    for student, nb in SUBMISSIONS.items():
+        (root / student).mkdir()
+        nbformat.write(nb, root / student / MASTER.name)
+    (root / "late").mkdir()  # submitted nothing
+    out = root.parent / "grades.csv"
+    lines = []
+    grade_folder(root, out, master=MASTER, timeout=TIMEOUT, check_timeout=CHECK_TIMEOUT, jobs=3, log=lines.append)
+    seconds = {m.group(1): float(m.group(2)) for m in (re.match(r"(\w+) / .* in (\d+) s$", x) for x in lines) if m}
+    with out.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return root, rows, seconds
+
+
+def _points(rows, student):
+    return tuple(float(r["points"]) for r in rows if r["student"] == student and r["exercise"] != "run")
+
+
+def _message(rows, student, exercise):
+    return next(r["message"] for r in rows if r["student"] == student and r["exercise"] == str(exercise))
+
+
+def test_fixture_master_layout():
+    exs = exercises(nbformat.read(MASTER, as_version=4))
+    assert [(e.number, e.name, e.max_points) for e in exs] == [(1, "kl_gaussian", 3.0), (2, "square", 2.0)]
+
+
+@pytest.mark.slow
+def test_scores(graded):
+    _, rows, _ = graded
+    for student, want in EXPECTED.items():
+        assert _points(rows, student) == want, (student, [r for r in rows if r["student"] == student])
+    assert _points(rows, "late") == (0, 0)
+    assert _message(rows, "late", 1) == "not submitted"
+    assert {tuple(r) for r in rows} >= set()  # every row has every column
+    assert list(rows[0]) == ["student", "notebook", "exercise", "name", "points", "max_points", "message"]
+
+
+@pytest.mark.slow
+def test_messages_say_what_happened(graded):
+    _, rows, _ = graded
+    assert _message(rows, "correct", 1) == "passed"
+    assert "exercise 1 not done" in _message(rows, "empty", 1)
+    assert "1/2" in _message(rows, "wrong", 1)  # the check's diagnosis reaches the CSV
+    assert "square(3) should be 9" in _message(rows, "wrong", 2)
+    assert "timed out" in _message(rows, "never_ending", 2)
+    run = {r["student"]: r["message"] for r in rows if r["exercise"] == "run"}
+    assert run["empty"] == "ran without errors"  # the student version runs top to bottom
+    assert "RuntimeError" in run["crashing"] and "kernel died" in run["crashing"]
+    assert "out of time" in run["never_ending"]
+    assert "stopped answering" in run["stubborn"]
+
+
+@pytest.mark.slow
+def test_time_limits_and_files(graded):
+    root, _, seconds = graded
+    # never_ending: TIMEOUT for its cells + 3 tests (setup, check, hidden test) x CHECK_TIMEOUT + kernel start-up
+    assert seconds["never_ending"] < TIMEOUT + 3 * CHECK_TIMEOUT + 45, seconds
+    # stubborn: TIMEOUT, the 15 s probe, a second kernel re-running the cells before, the tests
+    assert seconds["stubborn"] < 2 * TIMEOUT + 15 + 3 * CHECK_TIMEOUT + 60, seconds
+    # the crashing notebook deleted the files of its working directory: a temporary copy, not the submission
+    assert (root / "crashing" / MASTER.name).is_file()
