@@ -40,7 +40,7 @@ def _check_plain(value, where: str):
     elif isinstance(value, (list, tuple)):
         for i, v in enumerate(value):
             _check_plain(v, f"{where}[{i}]")
-    elif not isinstance(value, _PLAIN):
+    elif type(value) not in _PLAIN:  # exact types: a str subclass (torch.__version__) would not load weights_only
         raise TypeError(f"{where}: expected plain values (str, int, float, bool, list, dict), "
                         f"got {type(value).__name__} {value!r}"[:200])
 

@@ -238,3 +238,320 @@ class LinearGaussianModel:
         estimate = values.mean(1)
         stderr = values.detach().std(1) / math.sqrt(n_samples)
         return estimate, stderr
+
+
+# ====================================================================== neural VAEs
+# Everything below is float32-friendly: modules keep the dtype and device of their parameters, inputs
+# are converted to them. Points are rows: x has shape (n, *x_shape), z has shape (n, k).
+from .nets import MLP  # noqa: E402
+
+__all__ += [
+    "VAE",
+    "BernoulliDecoder",
+    "GaussianDecoder",
+    "GaussianEncoder",
+    "log_normal_diag",
+    "reparameterize",
+]
+
+_F = torch.nn.functional
+
+
+def _check_latent(mu, log_sigma) -> None:
+    for arr, name in ((mu, "mu"), (log_sigma, "log_sigma")):
+        if not isinstance(arr, torch.Tensor) or not arr.is_floating_point():
+            raise TypeError(f"{name}: expected a floating-point tensor, got {describe(arr)}")
+        if arr.ndim < 1:
+            raise ValueError(f"{name}: expected shape (..., k), got a 0-d tensor")
+    if mu.shape != log_sigma.shape:
+        raise ValueError(f"log_sigma: expected the shape of mu, {tuple(mu.shape)}, got {tuple(log_sigma.shape)}")
+
+
+def _randn(shape, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    # A CPU generator drives a GPU model too: draw where the generator lives, then move.
+    if generator is None:
+        return torch.randn(shape, dtype=like.dtype, device=like.device)
+    return torch.randn(shape, generator=generator, dtype=like.dtype, device=generator.device).to(like.device)
+
+
+def reparameterize(mu, log_sigma, n_samples: int | None = None,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """z = mu + sigma * eps, eps ~ N(0, I): a draw from N(mu, diag sigma^2) that is differentiable in mu, log_sigma.
+
+    mu, log_sigma: (n, k) (any leading shape). ``n_samples=None`` returns one draw per row, shape (n, k);
+    ``n_samples=m`` returns m draws per row, shape (n, m, k). This is the lecture's
+    z_j = mu_phi(x) + Sigma_phi(x)^{1/2} eps_j with a diagonal Sigma.
+    """
+    _check_latent(mu, log_sigma)
+    if n_samples is None:
+        return mu + torch.exp(log_sigma) * _randn(mu.shape, mu, generator)
+    m = _check_count(n_samples, "n_samples")
+    mu, log_sigma = mu.unsqueeze(-2), log_sigma.unsqueeze(-2)
+    eps = _randn(mu.shape[:-2] + (m, mu.shape[-1]), mu, generator)
+    return mu + torch.exp(log_sigma) * eps
+
+
+def log_normal_diag(z, mu, log_sigma) -> torch.Tensor:
+    """log N(z; mu, diag sigma^2) = -sum_j [log(2 pi)/2 + log sigma_j + (z_j - mu_j)^2 / (2 sigma_j^2)] (last dim).
+
+    Shapes broadcast: e.g. z (n, m, k) with mu, log_sigma (n, 1, k) -> (n, m). mu = 0, log_sigma = 0 gives log p(z).
+    """
+    return -(0.5 * _LOG_2PI + log_sigma + 0.5 * ((z - mu) * torch.exp(-log_sigma)) ** 2).sum(-1)
+
+
+class GaussianEncoder(torch.nn.Module):
+    """q_phi(z | x) = N(mu_phi(x), diag sigma_phi(x)^2): one MLP outputs (mu, log sigma), the amortised posterior.
+
+    x: (n, x_dim) -> (mu, log_sigma), each (n, z_dim). ``hidden=()`` makes both linear in x.
+    """
+
+    def __init__(self, x_dim: int, z_dim: int, hidden=(256, 256), activation: str = "relu"):
+        super().__init__()
+        self.net = MLP(x_dim, 2 * z_dim, hidden, activation)
+        self.x_dim, self.z_dim = int(x_dim), int(z_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, log_sigma = self.net(x).chunk(2, dim=-1)
+        return mu, log_sigma
+
+
+class _Decoder(torch.nn.Module):
+    """p_theta(x | z): an MLP from z (..., z_dim) to the parameters (..., x_dim) of a factorised distribution."""
+
+    def __init__(self, z_dim: int, x_dim: int, hidden, activation: str):
+        super().__init__()
+        self.net = MLP(z_dim, x_dim, hidden, activation)
+        self.z_dim, self.x_dim = int(z_dim), int(x_dim)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """The distribution's parameters (Gaussian: the mean; Bernoulli: the logits), shape (..., x_dim)."""
+        return self.net(z)
+
+    @staticmethod
+    def _align(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        # x (n, d) against z (n, k) or (n, m, k): insert the sample axis into x
+        return x.unsqueeze(-2) if z.ndim == x.ndim + 1 else x
+
+    def log_prob(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """log p(x | z), summed over the x_dim coordinates: x (n, x_dim), z (n, k) -> (n,); z (n, m, k) -> (n, m)."""
+        raise NotImplementedError
+
+    def mean(self, z: torch.Tensor) -> torch.Tensor:
+        """E[x | z], shape (..., x_dim)."""
+        raise NotImplementedError
+
+    def sample(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A draw x ~ p(x | z), shape (..., x_dim)."""
+        raise NotImplementedError
+
+
+class GaussianDecoder(_Decoder):
+    """p_theta(x | z) = N(x; f_theta(z), diag sigma^2), for real-valued x (the toy data).
+
+    ``sigma=None`` learns one standard deviation per coordinate (a parameter ``log_sigma``, started at
+    ``init_sigma``); a number fixes it (a buffer, so it is saved but not trained). With a fixed sigma,
+    the reconstruction term is -|x - f(z)|^2 / (2 sigma^2) + const: a weight 1/sigma^2 against the KL.
+    """
+
+    def __init__(self, z_dim: int, x_dim: int, hidden=(256, 256), activation: str = "relu",
+                 sigma: float | None = None, init_sigma: float = 0.5):
+        super().__init__(z_dim, x_dim, hidden, activation)
+        if sigma is None:
+            log_sigma = math.log(check_positive(init_sigma, "init_sigma"))
+            self.log_sigma = torch.nn.Parameter(torch.full((self.x_dim,), log_sigma))
+        else:
+            self.register_buffer("log_sigma", torch.full((self.x_dim,), math.log(check_positive(sigma, "sigma"))))
+        self.learn_sigma = sigma is None
+
+    def log_prob(self, x, z):
+        return log_normal_diag(self._align(x, z), self.net(z), self.log_sigma)
+
+    def mean(self, z):
+        return self.net(z)
+
+    def sample(self, z, generator=None):
+        mean = self.net(z)
+        return mean + torch.exp(self.log_sigma) * _randn(mean.shape, mean, generator)
+
+
+class BernoulliDecoder(_Decoder):
+    """p_theta(x | z) = prod_i Bernoulli(x_i; sigmoid(l_i)), l = f_theta(z) the logits, for binary pixels.
+
+    log p(x | z) = sum_i [x_i l_i - softplus(l_i)] (= minus binary cross-entropy with logits), computed
+    from the logits so it never takes log(0) however confident the decoder is.
+    """
+
+    def __init__(self, z_dim: int, x_dim: int, hidden=(256, 256), activation: str = "relu"):
+        super().__init__(z_dim, x_dim, hidden, activation)
+
+    def log_prob(self, x, z):
+        logits = self.net(z)
+        x = self._align(x, z).expand_as(logits)
+        return -_F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+
+    def mean(self, z):
+        return torch.sigmoid(self.net(z))
+
+    def sample(self, z, generator=None):
+        p = torch.sigmoid(self.net(z))
+        if generator is None:
+            return torch.bernoulli(p)
+        return torch.bernoulli(p.to(generator.device), generator=generator).to(p.device)
+
+
+class VAE(torch.nn.Module):
+    """A VAE: prior p(z) = N(0, I_k), encoder q_phi(z | x), decoder p_theta(x | z).
+
+    ``encoder``: a ``GaussianEncoder``; ``decoder``: a ``GaussianDecoder`` or ``BernoulliDecoder``;
+    ``x_shape``: the shape of one data point, e.g. (2,) or (1, 28, 28) (default (x_dim,)). Methods take
+    x of shape (n, *x_shape) or flattened (n, x_dim), convert it to the parameters' dtype and device,
+    and return per-example values in nats (natural-log units).
+    """
+
+    def __init__(self, encoder: GaussianEncoder, decoder: _Decoder, x_shape: tuple[int, ...] | None = None):
+        super().__init__()
+        if not isinstance(encoder, GaussianEncoder):
+            raise TypeError(f"encoder: expected a GaussianEncoder, got {describe(encoder)}")
+        if not isinstance(decoder, _Decoder):
+            raise TypeError(f"decoder: expected a GaussianDecoder or BernoulliDecoder, got {describe(decoder)}")
+        if decoder.z_dim != encoder.z_dim or decoder.x_dim != encoder.x_dim:
+            raise ValueError(f"decoder: expected z_dim {encoder.z_dim} and x_dim {encoder.x_dim} (the encoder's), "
+                             f"got z_dim {decoder.z_dim} and x_dim {decoder.x_dim}")
+        x_shape = (encoder.x_dim,) if x_shape is None else tuple(int(s) for s in x_shape)
+        if math.prod(x_shape) != encoder.x_dim:
+            raise ValueError(f"x_shape: expected a shape with {encoder.x_dim} entries (the encoder's x_dim), "
+                             f"got {x_shape}")
+        self.encoder, self.decoder, self.x_shape = encoder, decoder, x_shape
+
+    @property
+    def latent_dim(self) -> int:
+        """k, the dimension of z."""
+        return self.encoder.z_dim
+
+    @property
+    def x_dim(self) -> int:
+        return self.encoder.x_dim
+
+    def _param(self) -> torch.Tensor:
+        return next(self.parameters())
+
+    def _flat(self, x, name: str = "x") -> torch.Tensor:
+        """Check x and return it as (n, x_dim) in the parameters' dtype and device."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name}: expected a tensor of shape (n, {', '.join(map(str, self.x_shape))}), "
+                            f"got {describe(x)}")
+        if x.ndim < 1 or (tuple(x.shape[1:]) != self.x_shape and tuple(x.shape[1:]) != (self.x_dim,)):
+            want = f"(n, {', '.join(map(str, self.x_shape))})" + (f" or (n, {self.x_dim})" if len(self.x_shape) > 1
+                                                                      else "")
+            raise ValueError(f"{name}: expected shape {want}, got {tuple(x.shape)}")
+        if x.shape[0] == 0:
+            raise ValueError(f"{name}: expected at least one example, got shape {tuple(x.shape)}")
+        if not (x.is_floating_point() or x.dtype in (torch.bool, torch.uint8, torch.int64, torch.int32)):
+            raise TypeError(f"{name}: expected real numbers, got {describe(x)}")
+        p = self._param()
+        x = x.reshape(x.shape[0], self.x_dim).to(device=p.device, dtype=p.dtype)
+        if isinstance(self.decoder, BernoulliDecoder) and bool(((x < 0) | (x > 1)).any()):
+            lo, hi = float(x.min()), float(x.max())
+            raise ValueError(f"{name}: the Bernoulli decoder needs pixels in [0, 1] (binarised), got values in "
+                             f"[{lo:g}, {hi:g}]; divide uint8 images by 255")
+        return x
+
+    def _unflat(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[:-1] + self.x_shape)
+
+    # ------------------------------------------------------------------ the encoder and decoder
+    def encode(self, x) -> tuple[torch.Tensor, torch.Tensor]:
+        """q(z | x) = N(mu, diag sigma^2). x: (n, *x_shape) -> mu, log_sigma: (n, k)."""
+        return self.encoder(self._flat(x))
+
+    def decode(self, z, mean: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+        """E[x | z] (``mean=True``) or a draw from p(x | z). z: (n, k) -> (n, *x_shape)."""
+        z = self._z(z)
+        out = self.decoder.mean(z) if mean else self.decoder.sample(z, generator)
+        return self._unflat(out)
+
+    def _z(self, z) -> torch.Tensor:
+        if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[1] != self.latent_dim:
+            raise ValueError(f"z: expected a tensor of shape (n, {self.latent_dim}), got {describe(z)}")
+        p = self._param()
+        return z.to(device=p.device, dtype=p.dtype)
+
+    # ------------------------------------------------------------------ the ELBO
+    def elbo_terms(self, x, n_samples: int = 1, beta: float = 1.0,
+                   generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """ELBO = E_q[log p(x|z)] - KL(q(z|x) || p(z)), per example, in nats; differentiable (reparameterised).
+
+        x: (n, *x_shape). Returns a dict of (n,) tensors:
+        ``reconstruction`` = (1/m) sum_j log p(x | z_j), z_j = mu + sigma eps_j (a Monte Carlo estimate, m = n_samples),
+        ``kl_prior`` = KL(N(mu, diag sigma^2) || N(0, I)) (exact: ``gaussian_kl_diag``),
+        ``elbo`` = reconstruction - kl_prior, and
+        ``loss`` = -(reconstruction - beta * kl_prior), the beta-VAE objective to minimise (beta = 1: -ELBO).
+        Train on ``terms["loss"].mean()``: the mean over the batch of per-example losses.
+        """
+        x = self._flat(x)
+        n_samples = _check_count(n_samples, "n_samples")
+        beta = check_positive(beta, "beta", allow_zero=True)
+        mu, log_sigma = self.encoder(x)
+        z = reparameterize(mu, log_sigma, n_samples, generator)  # (n, m, k)
+        reconstruction = self.decoder.log_prob(x, z).mean(-1)
+        kl_prior = gaussian_kl_diag(mu, log_sigma)
+        return {
+            "reconstruction": reconstruction,
+            "kl_prior": kl_prior,
+            "elbo": reconstruction - kl_prior,
+            "loss": beta * kl_prior - reconstruction,
+        }
+
+    def log_weights(self, x, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """log w_j = log p(x | z_j) + log p(z_j) - log q(z_j | x), z_j ~ q(z | x), j = 1..k: shape (n, k).
+
+        E_q[w] = p(x), so mean_j log w_j estimates the ELBO and log mean_j w_j the importance-weighted bound.
+        """
+        x = self._flat(x)
+        k = _check_count(k, "k")
+        mu, log_sigma = self.encoder(x)
+        z = reparameterize(mu, log_sigma, k, generator)  # (n, k, latent)
+        zeros = torch.zeros((), dtype=z.dtype, device=z.device)
+        log_prior = log_normal_diag(z, zeros, zeros)
+        log_q = log_normal_diag(z, mu.unsqueeze(-2), log_sigma.unsqueeze(-2))
+        return self.decoder.log_prob(x, z) + log_prior - log_q
+
+    def iwae_bound(self, x, k: int = 1000, chunk: int | None = None,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+        """L_k = E[log (1/k) sum_{j=1}^k w_j], w_j = p(x|z_j) p(z_j) / q(z_j|x): one estimate per example, (n,).
+
+        ELBO = L_1 <= L_k <= L_{k+1} <= log p(x), and L_k -> log p(x) as k grows (Burda et al. 2016).
+        ``chunk``: examples processed at a time, so memory stays about chunk * k * x_dim numbers
+        (default: about 2^24 numbers). Differentiable unless called under ``torch.no_grad()``.
+        """
+        x = self._flat(x)
+        k = _check_count(k, "k")
+        if chunk is None:
+            chunk = max(1, (1 << 24) // (k * self.x_dim))
+        chunk = _check_count(chunk, "chunk")
+        out = [torch.logsumexp(self.log_weights(x[i:i + chunk], k, generator), dim=-1) - math.log(k)
+               for i in range(0, x.shape[0], chunk)]
+        return torch.cat(out)
+
+    # ------------------------------------------------------------------ generating
+    def sample(self, n: int, mean: bool = False, generator: torch.Generator | None = None,
+               return_z: bool = False):
+        """z ~ N(0, I_k), then x ~ p(x | z) (or x = E[x | z] with ``mean=True``). Returns (n, *x_shape) [, z (n, k)].
+
+        For images, ``mean=True`` shows the pixel probabilities, the usual way to display Bernoulli samples.
+        """
+        n = _check_count(n, "n")
+        p = self._param()
+        z = _randn((n, self.latent_dim), p, generator)
+        x = self.decode(z, mean=mean, generator=generator)
+        return (x, z) if return_z else x
+
+    def reconstruct(self, x, mean: bool = True, sample_z: bool = False,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+        """Encode, then decode: z = mu(x) (a draw from q with ``sample_z``), then E[x | z] (a draw: ``mean=False``).
+
+        x: (n, *x_shape) -> (n, *x_shape).
+        """
+        mu, log_sigma = self.encode(x)
+        z = reparameterize(mu, log_sigma, generator=generator) if sample_z else mu
+        return self.decode(z, mean=mean, generator=generator)

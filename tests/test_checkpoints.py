@@ -32,6 +32,9 @@ def test_config_key_ignores_key_order_and_sees_values():
 def test_config_key_rejects_objects():
     with pytest.raises(TypeError, match=r"config\['f'\]"):
         config_key({"f": torch.zeros(1)})
+    # a str subclass looks plain but would not load with weights_only=True
+    with pytest.raises(TypeError, match=r"config\['v'\]"):
+        config_key({"v": torch.__version__})
 
 
 def test_cached_model_trains_once_then_loads(tmp_path):
