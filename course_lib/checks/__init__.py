@@ -12,11 +12,40 @@ from collections.abc import Mapping
 
 import torch
 
-__all__ = ["ExerciseError", "diagnose", "expect", "passed"]
+__all__ = ["ExerciseError", "call_student", "diagnose", "expect", "passed"]
 
 
 class ExerciseError(AssertionError):
     """A check failed; the message says what is wrong and, where it can tell, why."""
+
+
+_BROADCAST_ERRORS = ("must match the size", "size of tensor", "must match")
+
+
+def call_student(fn, what: str, *args, on_index_error: str | None = None, on_broadcast_error: str | None = None):
+    """Call a student's function; turn whatever goes wrong into an ``ExerciseError`` that says it in words.
+
+    ``on_index_error`` / ``on_broadcast_error``: a sentence added when the function raised an IndexError
+    (usually off by one in ``alpha_bars[t]``) or a shape-broadcasting RuntimeError.
+    """
+    if not callable(fn):
+        raise ExerciseError(f"{what}: pass your function itself (without calling it), got {type(fn).__name__}")
+    try:
+        return fn(*args)
+    except ExerciseError:
+        raise
+    except NotImplementedError:
+        raise ExerciseError(f"{what}: not implemented yet — write your solution in the function") from None
+    except IndexError as exc:
+        if on_index_error:
+            raise ExerciseError(f"{what}: your function raised IndexError ({exc}). {on_index_error}") from None
+        raise ExerciseError(f"{what}: your function raised IndexError: {exc}") from exc
+    except RuntimeError as exc:
+        if on_broadcast_error and any(s in str(exc) for s in _BROADCAST_ERRORS):
+            raise ExerciseError(f"{what}: shapes do not broadcast ({exc}). {on_broadcast_error}") from exc
+        raise ExerciseError(f"{what}: your function raised RuntimeError: {exc}") from exc
+    except Exception as exc:
+        raise ExerciseError(f"{what}: your function raised {type(exc).__name__}: {exc}") from exc
 
 
 def passed(message: str) -> bool:

@@ -13,20 +13,14 @@ import math
 import torch
 
 from ..vae import LinearGaussianModel
-from . import ExerciseError, diagnose, expect, passed
+from . import ExerciseError, call_student, diagnose, expect, passed
 
 __all__ = ["check_elbo_estimate", "check_kl_gaussian"]
 
 _LOG_2PI = math.log(2 * math.pi)
 
 
-def _call(fn, what: str, *args):
-    try:
-        return fn(*args)
-    except ExerciseError:
-        raise
-    except Exception as exc:
-        raise ExerciseError(f"{what}: your function raised {type(exc).__name__}: {exc}") from exc
+_call = call_student
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-6, atol: float = 1e-8) -> bool:

@@ -17,22 +17,15 @@ from __future__ import annotations
 import torch
 
 from ..schedules import NoiseSchedule
-from . import ExerciseError, diagnose, expect, passed
+from . import ExerciseError, call_student, diagnose, expect, passed
 
 __all__ = ["check_alpha_bar_from_betas", "check_posterior_coefficients", "check_q_sample"]
 
 
 def _call(fn, *args, what: str):
     """Call the student's function; turn an exception into a diagnosis that says where it happened."""
-    try:
-        return fn(*args)
-    except ExerciseError:
-        raise
-    except IndexError as exc:
-        raise ExerciseError(f"{what}: your function raised IndexError ({exc}). Off by one? alpha_bars has T + 1 "
-                            "entries, index t = 0..T, and alpha_bar_t is alpha_bars[t]") from None
-    except Exception as exc:
-        raise ExerciseError(f"{what}: your function raised {type(exc).__name__}: {exc}") from None
+    return call_student(fn, what, *args, on_index_error="Off by one? alpha_bars has T + 1 entries, index t = 0..T, "
+                        "and alpha_bar_t is alpha_bars[t]")
 
 
 def _f64(x) -> torch.Tensor:

@@ -18,12 +18,14 @@ The step checks also run the student's step as a whole sampler and compare it wi
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
 from ..densities import named_mixture
 from ..diffusion import ExactDenoiser
 from ..schedules import NoiseSchedule
-from . import ExerciseError, diagnose, passed
+from . import ExerciseError, call_student, diagnose, passed
 
 __all__ = ["check_ancestral_step", "check_ddim_step", "check_eps_loss"]
 
@@ -34,23 +36,10 @@ def _schedule() -> NoiseSchedule:
     return NoiseSchedule.cosine(1000)  # the notebook's schedule
 
 
-def _call(fn, what: str, *args):
-    if not callable(fn):
-        raise ExerciseError(f"{what}: pass your function itself (without calling it), got {type(fn).__name__}")
-    try:
-        return fn(*args)
-    except ExerciseError:
-        raise
-    except NotImplementedError:
-        raise ExerciseError(f"{what}: not implemented yet — write your solution in the function") from None
-    except RuntimeError as exc:
-        if "must match the size" in str(exc) or "size of tensor" in str(exc):
-            raise ExerciseError(
-                f"{what}: shapes do not broadcast ({exc}). alpha_bar_t has one value per row, shape (n,): "
-                "reshape it to (n, 1), e.g. schedule.alpha_bars[t][:, None], so it scales each row of x0") from exc
-        raise ExerciseError(f"{what}: your function raised RuntimeError: {exc}") from exc
-    except Exception as exc:
-        raise ExerciseError(f"{what}: your function raised {type(exc).__name__}: {exc}") from exc
+_call = partial(
+    call_student,
+    on_broadcast_error="alpha_bar_t has one value per row, shape (n,): reshape it to (n, 1), e.g. "
+    "schedule.alpha_bars[t][:, None], so it scales each row of x0")
 
 
 def _randn(shape, seed: int) -> torch.Tensor:
