@@ -64,3 +64,20 @@ def widget_latency(view, control: str, values) -> tuple[float, float]:
         view.update(**{control: v})
         view.fig.canvas.draw()
     return latency(move, values)
+
+
+def widget_cpu_latency(view, control: str, values) -> float:
+    """Median CPU seconds of this thread per slider move (update + full draw).
+
+    Robust when other jobs share the cores, where wall-clock latency mostly measures the queue.
+    """
+    canvas = view.fig.canvas
+    if hasattr(canvas, "syncing_data_url"):
+        canvas.syncing_data_url = False
+    times = []
+    for v in values:
+        t0 = time.thread_time()
+        view.update(**{control: v})
+        canvas.draw()
+        times.append(time.thread_time() - t0)
+    return statistics.median(times)

@@ -3,8 +3,8 @@
 A move is ``view.update(t=...)`` (compute + artist updates) followed by a full ``canvas.draw()``, timed by
 ``_harness.widget_latency`` over a sweep of t. On an ipympl canvas a draw also encodes the frame as PNG for
 the browser. With no browser attached (here) ipympl additionally re-encodes the whole figure as a data URL
-after every draw, which it stops doing once a front end connects; the column "live" switches that extra
-encoding off to measure what a student's slider move costs, the column "headless" keeps it.
+after every draw, which it stops doing once a front end connects; the harness switches that extra
+encoding off to measure what a student's slider move costs.
 Wall-clock times count every process on the machine; "CPU" (this thread's CPU time for the same live moves)
 is what the move itself costs, and stays meaningful on a shared, busy machine.
 """
@@ -12,11 +12,10 @@ is what the move itself costs, and stays meaningful on a shared, busy machine.
 from __future__ import annotations
 
 import os
-import statistics
 import time
 
 import torch
-from _harness import fmt_seconds, section, widget_latency
+from _harness import fmt_seconds, section, widget_cpu_latency, widget_latency
 
 TARGET = 0.050  # seconds per slider move
 
@@ -30,16 +29,6 @@ def _mnist_digits(n: int = 8) -> tuple[torch.Tensor, str]:
         return x, f"MNIST, {n} digits"
     return torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(0)), f"{n} random 28x28 images"
 
-
-def _cpu_median(view, control: str, values) -> float:
-    """Median CPU seconds of this thread for one move: update + full draw (as ``widget_latency``)."""
-    times = []
-    for v in values:
-        t0 = time.thread_time()
-        view.update(**{control: v})
-        view.fig.canvas.draw()
-        times.append(time.thread_time() - t0)
-    return statistics.median(times)
 
 
 @section("noising")
@@ -61,18 +50,13 @@ def noising_widget_latency():
         t0 = time.perf_counter()
         view = build()
         built = time.perf_counter() - t0
-        canvas = view.fig.canvas
-        headless = widget_latency(view, "t", sweep)
-        if hasattr(canvas, "syncing_data_url"):  # ipympl: what a browser-connected canvas does
-            canvas.syncing_data_url = False
         live = widget_latency(view, "t", sweep)
-        cpu = _cpu_median(view, "t", sweep)
+        cpu = widget_cpu_latency(view, "t", sweep)
         ok = "yes" if live[0] < TARGET else "**no**"
-        rows.append([name, fmt_seconds(built), fmt_seconds(live[0]), fmt_seconds(live[1]), fmt_seconds(cpu),
-                     fmt_seconds(headless[0]), fmt_seconds(headless[1]), ok])
+        rows.append([name, fmt_seconds(built), fmt_seconds(live[0]), fmt_seconds(live[1]), fmt_seconds(cpu), ok])
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     title = (f"Noising widget (notebook 04): one slider move = update + full draw, T = {T}, {len(sweep)} values of t "
              f"(load average {load:.1f}); target: live median < {fmt_seconds(TARGET)}")
-    header = ["data", "build", "live median", "live p95", "live CPU median", "headless median", "headless p95",
+    header = ["data", "build", "live median", "live p95", "live CPU median",
               "live median < 50 ms"]
     return title, header, rows

@@ -6,7 +6,7 @@ import statistics
 import time
 
 import numpy as np
-from _harness import fmt_seconds, latency, section, widget_latency
+from _harness import fmt_seconds, latency, section, widget_cpu_latency, widget_latency
 
 TARGET_SECONDS = 0.050
 
@@ -30,16 +30,6 @@ def _blank_view(figsize):
     view.fig.set_layout_engine("none")
     return view
 
-
-def _cpu_median(view, control, values) -> float:
-    """Median CPU seconds (this process) of one move + full draw: robust when other jobs share the cores."""
-    times = []
-    for v in values:
-        t0 = time.process_time()
-        view.update(**{control: v})
-        view.fig.canvas.draw()
-        times.append(time.process_time() - t0)
-    return statistics.median(times)
 
 
 def _live(view):
@@ -69,7 +59,7 @@ def posterior_widget_latency():
         for control, values in (("t", t_values), ("x", x_values)):
             med, p95 = widget_latency(view, control, values)
             view._field_cache.clear()  # the CPU pass recomputes the fields too
-            cpu = _cpu_median(view, control, values)
+            cpu = widget_cpu_latency(view, control, values)
             ok = "✓" if p95 < TARGET_SECONDS else "✗"
             rows.append([f"PosteriorMeanView {mix.d}-D ({name}, with a denoiser)", f"{control} ({len(values)} moves)",
                          fmt_seconds(med), fmt_seconds(p95), fmt_seconds(cpu), f"{ok} < {fmt_seconds(TARGET_SECONDS)}"])
