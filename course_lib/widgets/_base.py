@@ -18,9 +18,10 @@ import io
 import time
 from contextlib import contextmanager
 
+import numpy as np
 from matplotlib.figure import Figure
 
-__all__ = ["WidgetView", "has_ipympl"]
+__all__ = ["WidgetView", "cache_axes_rasters", "cache_raster", "has_ipympl"]
 
 
 @contextmanager
@@ -178,3 +179,71 @@ class WidgetView:
         data = dict(data)
         data["image/png"] = base64.b64encode(self.png()).decode()
         return data
+
+
+def cache_raster(artist, key=None, max_entries: int = 4) -> None:
+    """Draw ``artist`` from a cached picture of itself on the Agg canvas (ipympl, PNG export).
+
+    ipympl has no blitting: every slider move re-renders the whole figure, and the static parts (legends,
+    axes whose limits do not move, their tick labels) cost most of it in text rendering. This renders the
+    artist once, alone, into an offscreen Agg buffer of the canvas's size and then pastes that picture at
+    the same place in the same drawing order (pixel for pixel the same, at a fraction of the cost). The
+    picture is made the second time a (canvas size, dpi, ``key()``) is drawn (``key``: e.g. an axis's view
+    limits), so parts that change on every move cost nothing extra; vector outputs (PDF, SVG) draw as before.
+    """
+    from matplotlib.backends.backend_agg import RendererAgg
+
+    draw = artist.draw
+    cache: dict = {}
+    seen: dict = {}
+
+    def cached_draw(renderer, *args, **kwargs):
+        if type(renderer) is not RendererAgg or not artist.get_visible():
+            return draw(renderer, *args, **kwargs)
+        k = (renderer.width, renderer.height, renderer.dpi, None if key is None else key())
+        entry = cache.get(k)
+        if entry is None and k not in seen:  # a key seen once (limits that keep moving): draw as before
+            seen[k] = None
+            if len(seen) > 64:
+                seen.pop(next(iter(seen)))
+            return draw(renderer, *args, **kwargs)
+        if entry is None:
+            off = RendererAgg(renderer.width, renderer.height, renderer.dpi)
+            draw(off, *args, **kwargs)
+            rgba = np.asarray(off.buffer_rgba())
+            rows = np.flatnonzero(rgba[:, :, 3].any(axis=1))
+            cols = np.flatnonzero(rgba[:, :, 3].any(axis=0))
+            if rows.size:
+                r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+                entry = (int(c0), int(renderer.height - r1), rgba[r0:r1, c0:c1][::-1].copy())
+            else:
+                entry = (0, 0, None)
+            if len(cache) >= max_entries:
+                cache.pop(next(iter(cache)))
+            cache[k] = entry
+        x, y, im = entry
+        if im is not None:
+            gc = renderer.new_gc()
+            renderer.draw_image(gc, x, y, im)
+            gc.restore()
+        artist.stale = False
+
+    artist.draw = cached_draw
+
+
+def cache_axes_rasters(fig, *extra) -> None:
+    """``cache_raster`` for every axis of ``fig`` (re-made when its axes' view limits move), every legend and
+    the ``extra`` artists (static ones: drawn the same on every slider move); all re-made if the layout or
+    their texts change."""
+    def layout():
+        return tuple(tuple(ax.bbox.bounds) for ax in fig.axes)
+
+    def texts(artist):
+        return tuple(t.get_text() for t in artist.findobj(lambda a: hasattr(a, "get_text")))
+
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            cache_raster(axis, key=lambda ax=ax, axis=axis: (tuple(axis.get_view_interval()), axis.label.get_text(),
+                                                             layout()))
+    for artist in [*(ax.get_legend() for ax in fig.axes if ax.get_legend() is not None), *fig.legends, *extra]:
+        cache_raster(artist, key=lambda artist=artist: (texts(artist), layout()))

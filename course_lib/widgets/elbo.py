@@ -36,7 +36,7 @@ import torch
 from .._checks import as_float64, describe
 from ..plotting import COLORS, label, to_numpy
 from ..vae import LinearGaussianModel
-from ._base import WidgetView
+from ._base import WidgetView, cache_axes_rasters
 
 __all__ = [
     "ELBO_COLOR",
@@ -575,6 +575,8 @@ class ElboView(WidgetView):
         axd.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=4, fontsize="small", handlelength=1.4,
                    columnspacing=1.0)
         self._dens_title = axd.set_title(" ", y=1.0)
+        # legends and axes (ticks, labels) drawn from cached pictures: most of a full draw was their text
+        cache_axes_rasters(fig)
 
     def _update(self, q_mean, q_log_std, W, sigma, n_draws):
         values = {"q_mean": q_mean, "q_log_std": q_log_std, "W": W, "sigma": sigma}
@@ -593,8 +595,12 @@ class ElboView(WidgetView):
         self._post_line.set_ydata(d["posterior_density"])
         self._prior_line.set_ydata(d["prior_density"])
         peak = max(d["q_density"].max(), d["posterior_density"].max(), d["prior_density"].max())
-        self._dens_ylim = _stable_limits(self._dens_ylim, 0.0, float(peak), pad=0.08, fill=0.5)
-        self._dens_ylim = (0.0, self._dens_ylim[1])
+        # [0, top] stays put while the peak is in [top / 2, top / 1.04] (as _stable_limits does, but with the
+        # bottom at 0: asking _stable_limits for a margin below 0 re-fitted the scale on every move)
+        top = self._dens_ylim[1]
+        if not 0.5 * top <= peak <= top / 1.04:
+            top = 1.08 * float(peak)
+        self._dens_ylim = (0.0, top)
         self.ax_density.set_ylim(*self._dens_ylim)
         self._rug.set_data(d["mc_z"], np.full(n_draws, 0.03 * self._dens_ylim[1]))
         self._dens_title.set_text(f"p(z|x) = N({_fmt(d['posterior_mean'])}, {d['posterior_std']:.2f}²) at x = "

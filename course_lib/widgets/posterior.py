@@ -30,7 +30,7 @@ from ..diffusion import TARGETS, convert
 from ..diffusion_elbo import call_denoiser
 from ..plotting import COLORS, to_numpy
 from ..schedules import NoiseSchedule
-from ._base import WidgetView
+from ._base import WidgetView, cache_axes_rasters
 
 __all__ = [
     "PosteriorMeanView",
@@ -298,6 +298,8 @@ class PosteriorMeanView(WidgetView):
         ax1.set_ylabel(r"$\mathbb{E}[x^0 \mid x^t]$, prediction of $x^0$")
         ax1.set_title(r"the whole map $x^t \mapsto \mathbb{E}[x^0 \mid x^t]$")
         _few_ticks(ax1, lim)
+        # legends, axes (ticks, labels) and static texts drawn from cached pictures: most of a full draw
+        cache_axes_rasters(fig, ax1.title, *ax1.texts)
 
     def _build_2d(self, fig) -> None:
         from matplotlib.lines import Line2D
@@ -361,6 +363,8 @@ class PosteriorMeanView(WidgetView):
         ax1.set_title("posterior weights of the components")
         ax1.legend(loc="upper right", fontsize=10)
         fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=10)
+        # legends, axes (ticks, labels) and static texts drawn from cached pictures: most of a full draw
+        cache_axes_rasters(fig, ax1.title, *ax0.texts)
 
     # -- update ----------------------------------------------------------------------------------
     def _update(self, t: int, x: float, y: float | None = None) -> None:
