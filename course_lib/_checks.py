@@ -15,6 +15,7 @@ __all__ = [
     "as_float64",
     "as_tensor",
     "check_alpha_bar",
+    "check_count",
     "check_positive",
     "check_spd",
     "check_timestep",
@@ -92,6 +93,15 @@ def check_positive(x, name: str, *, allow_zero: bool = False) -> float:
         want = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name}: expected a finite number {want}, got {x}")
     return x
+
+
+def check_count(n, name: str, minimum: int = 1) -> int:
+    """An integer >= ``minimum`` (sample sizes, numbers of draws, steps); returns it as an int."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"{name}: expected an integer >= {minimum}, got {describe(n)}")
+    if int(n) < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {int(n)}")
+    return int(n)
 
 
 def check_timestep(t, T: int, name: str = "t", *, allow_zero: bool = False) -> torch.Tensor:

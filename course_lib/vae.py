@@ -9,23 +9,15 @@ Everything in this part is float64 and differentiable in its inputs (so a notebo
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 
-from ._checks import as_float64, as_tensor, check_positive, check_spd, describe
+from ._checks import as_float64, as_tensor, check_count, check_positive, check_spd, describe
 
 __all__ = ["LinearGaussianModel", "gaussian_kl", "gaussian_kl_diag"]
 
 _LOG_2PI = math.log(2 * math.pi)
 
-
-def _check_count(n, name: str, minimum: int = 1) -> int:
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-        raise TypeError(f"{name}: expected an integer >= {minimum}, got {describe(n)}")
-    if int(n) < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {int(n)}")
-    return int(n)
 
 
 def _spd(cov, name: str) -> torch.Tensor:
@@ -140,7 +132,7 @@ class LinearGaussianModel:
     # ------------------------------------------------------------------ sampling and exact densities
     def sample(self, n: int, generator: torch.Generator | None = None, return_z: bool = False):
         """Draw z ~ N(0, I_k) and x = W z + b + sigma eps. Returns x (n, d), or (x, z) with z (n, k)."""
-        n = _check_count(n, "n")
+        n = check_count(n, "n")
         z = torch.randn(n, self.k, generator=generator, dtype=torch.float64)
         eps = torch.randn(n, self.d, generator=generator, dtype=torch.float64)
         x = z @ self.W.T + self.b + self.sigma * eps
@@ -227,7 +219,7 @@ class LinearGaussianModel:
         """
         x = self._x(x)
         m, S = self._q(x, q_mean, q_cov)
-        n_samples = _check_count(n_samples, "n_samples", minimum=2)
+        n_samples = check_count(n_samples, "n_samples", minimum=2)
         n, k = m.shape
         L = torch.linalg.cholesky(S)
         eps = torch.randn(n, n_samples, k, generator=generator, dtype=torch.float64)
@@ -285,7 +277,7 @@ def reparameterize(mu, log_sigma, n_samples: int | None = None,
     _check_latent(mu, log_sigma)
     if n_samples is None:
         return mu + torch.exp(log_sigma) * _randn(mu.shape, mu, generator)
-    m = _check_count(n_samples, "n_samples")
+    m = check_count(n_samples, "n_samples")
     mu, log_sigma = mu.unsqueeze(-2), log_sigma.unsqueeze(-2)
     eps = _randn(mu.shape[:-2] + (m, mu.shape[-1]), mu, generator)
     return mu + torch.exp(log_sigma) * eps
@@ -489,7 +481,7 @@ class VAE(torch.nn.Module):
         Train on ``terms["loss"].mean()``: the mean over the batch of per-example losses.
         """
         x = self._flat(x)
-        n_samples = _check_count(n_samples, "n_samples")
+        n_samples = check_count(n_samples, "n_samples")
         beta = check_positive(beta, "beta", allow_zero=True)
         mu, log_sigma = self.encoder(x)
         z = reparameterize(mu, log_sigma, n_samples, generator)  # (n, m, k)
@@ -508,7 +500,7 @@ class VAE(torch.nn.Module):
         E_q[w] = p(x), so mean_j log w_j estimates the ELBO and log mean_j w_j the importance-weighted bound.
         """
         x = self._flat(x)
-        k = _check_count(k, "k")
+        k = check_count(k, "k")
         mu, log_sigma = self.encoder(x)
         z = reparameterize(mu, log_sigma, k, generator)  # (n, k, latent)
         zeros = torch.zeros((), dtype=z.dtype, device=z.device)
@@ -525,10 +517,10 @@ class VAE(torch.nn.Module):
         (default: about 2^24 numbers). Differentiable unless called under ``torch.no_grad()``.
         """
         x = self._flat(x)
-        k = _check_count(k, "k")
+        k = check_count(k, "k")
         if chunk is None:
             chunk = max(1, (1 << 24) // (k * self.x_dim))
-        chunk = _check_count(chunk, "chunk")
+        chunk = check_count(chunk, "chunk")
         out = [torch.logsumexp(self.log_weights(x[i:i + chunk], k, generator), dim=-1) - math.log(k)
                for i in range(0, x.shape[0], chunk)]
         return torch.cat(out)
@@ -540,7 +532,7 @@ class VAE(torch.nn.Module):
 
         For images, ``mean=True`` shows the pixel probabilities, the usual way to display Bernoulli samples.
         """
-        n = _check_count(n, "n")
+        n = check_count(n, "n")
         p = self._param()
         z = _randn((n, self.latent_dim), p, generator)
         x = self.decode(z, mean=mean, generator=generator)

@@ -14,12 +14,13 @@ Each ``check_...(fn)`` calls the student's function on a few cases, prints one s
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 
 from ..schedules import NoiseSchedule
 from ..unet import timestep_embedding
-from . import ExerciseError, diagnose, passed
+from . import ExerciseError, call_student, diagnose, passed
 
 __all__ = ["check_ddim_step", "check_predict_x0", "check_time_embedding"]
 
@@ -30,23 +31,10 @@ def _schedule() -> NoiseSchedule:
     return NoiseSchedule.cosine(500)  # the schedule of the notebook's U-Net
 
 
-def _call(fn, what: str, *args):
-    if not callable(fn):
-        raise ExerciseError(f"{what}: pass your function itself (without calling it), got {type(fn).__name__}")
-    try:
-        return fn(*args)
-    except ExerciseError:
-        raise
-    except NotImplementedError:
-        raise ExerciseError(f"{what}: not implemented yet — write your solution in the function") from None
-    except RuntimeError as exc:
-        hint = ""
-        if "size of tensor" in str(exc) or "must match" in str(exc):
-            hint = (" — alpha_bar_t of shape (n,) does not broadcast against images (n, 1, 28, 28): reshape it "
-                    "to (n, 1, 1, 1), e.g. with .view(-1, 1, 1, 1)")
-        raise ExerciseError(f"{what}: your function raised RuntimeError: {exc}{hint}") from exc
-    except Exception as exc:
-        raise ExerciseError(f"{what}: your function raised {type(exc).__name__}: {exc}") from exc
+_call = partial(
+    call_student,
+    on_broadcast_error="alpha_bar_t of shape (n,) does not broadcast against images (n, 1, 28, 28): reshape it to "
+    "(n, 1, 1, 1), e.g. with .view(-1, 1, 1, 1)")
 
 
 # ---------------------------------------------------------------------------------------------- exercise 1

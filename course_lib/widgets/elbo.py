@@ -33,7 +33,7 @@ from collections.abc import Iterator, Mapping
 import numpy as np
 import torch
 
-from .._checks import as_float64, describe
+from .._checks import as_float64, check_count, describe
 from ..plotting import COLORS, label, to_numpy
 from ..vae import LinearGaussianModel
 from ._base import WidgetView, cache_axes_rasters
@@ -97,13 +97,6 @@ def _latent(value, k: int, name: str) -> torch.Tensor:
     return t
 
 
-def _check_count(n, name: str, minimum: int = 1) -> int:
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-        raise TypeError(f"{name}: expected an integer >= {minimum}, got {describe(n)}")
-    if int(n) < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {int(n)}")
-    return int(n)
-
 
 def _choice(value, allowed, name: str) -> str:
     if value not in allowed:
@@ -119,7 +112,7 @@ def standard_normal_draws(n: int, k: int = 1, seed: int = 0) -> torch.Tensor:
     """The draws eps ~ N(0, I_k), shape (n, k), that ``model.elbo_monte_carlo(..., n, generator)`` uses with
     ``generator = torch.Generator().manual_seed(seed)`` (so the two estimates can be compared exactly)."""
     g = torch.Generator().manual_seed(int(seed))
-    return torch.randn(1, _check_count(n, "n"), k, generator=g, dtype=torch.float64)[0]
+    return torch.randn(1, check_count(n, "n"), k, generator=g, dtype=torch.float64)[0]
 
 
 # ============================================================================================ compute
@@ -169,7 +162,7 @@ def elbo_view_data(model, x, q_mean: float, q_log_std: float, n_draws: int, eps=
     if model.k != 1:
         raise ValueError(f"model: expected a model with one latent dimension (k = 1), got k = {model.k}")
     x = _one_x(model, x)
-    n_draws = _check_count(n_draws, "n_draws", minimum=2)
+    n_draws = check_count(n_draws, "n_draws", minimum=2)
     if eps is None:
         e = standard_normal_draws(n_draws)
     else:
@@ -222,7 +215,7 @@ def elbo_ascent(model, x, q_mean, q_log_std, *, steps: int, params: str = "phi",
     ``reconstruction``, ``kl_prior``, ``kl_posterior``, all at the same parameters.
     """
     model = _check_model(model)
-    steps = _check_count(steps, "steps", minimum=0)
+    steps = check_count(steps, "steps", minimum=0)
     _choice(params, PARAMS, "params")
     _choice(family, FAMILIES, "family")
     _choice(objective, OBJECTIVES, "objective")
@@ -280,7 +273,7 @@ def log_marginal_quadrature(model, x, n_points: int, half_width: float = 6.0) ->
     here) converges fast; its cost is n_points^k decoder evaluations per x. x: (n, d) -> (n,), float64.
     """
     model = _check_model(model)
-    n_points = _check_count(n_points, "n_points", minimum=2)
+    n_points = check_count(n_points, "n_points", minimum=2)
     if not half_width > 0:
         raise ValueError(f"half_width: expected a number > 0, got {half_width!r}")
     x = as_float64(x, "x", shape=(None, model.d))
@@ -315,7 +308,7 @@ def quadrature_cost(ks, n_points: int = 16, d: int = 8, half_width: float = 6.0,
     g = torch.Generator().manual_seed(seed)
     rows = {"k": [], "nodes": [], "seconds": [], "abs_error": []}
     for k in ks:
-        k = _check_count(k, "ks")
+        k = check_count(k, "ks")
         model = LinearGaussianModel(0.5 * torch.randn(d, k, generator=g, dtype=torch.float64), torch.zeros(d), 1.0)
         x = model.sample(1, generator=g)
         best = float("inf")
@@ -478,15 +471,15 @@ class ElboView(WidgetView):
                             (q_log_std, "q_log_std")):
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
                 raise TypeError(f"{name}: expected a finite number, got {describe(value)}")
-        self.max_draws = _check_count(max_draws, "max_draws", minimum=2)
-        if not 2 <= _check_count(n_draws, "n_draws", minimum=2) <= self.max_draws:
+        self.max_draws = check_count(max_draws, "max_draws", minimum=2)
+        if not 2 <= check_count(n_draws, "n_draws", minimum=2) <= self.max_draws:
             raise ValueError(f"n_draws: expected 2 <= n_draws <= max_draws = {self.max_draws}, got {n_draws}")
         for name, value in (("W", W), ("sigma", sigma), ("q_mean", q_mean), ("q_log_std", q_log_std)):
             lo, hi = self.RANGES[name]
             if not lo <= value <= hi:
                 raise ValueError(f"{name}: expected a value in the slider range [{lo}, {hi}], got {value}")
         self.x, self.b = float(x), float(b)
-        self.ascent_steps = _check_count(ascent_steps, "ascent_steps")
+        self.ascent_steps = check_count(ascent_steps, "ascent_steps")
         self.eps = standard_normal_draws(self.max_draws, 1, seed)  # common random numbers, (max_draws, 1)
         self.z_grid = torch.linspace(-4.5, 4.5, 361, dtype=torch.float64)
         self._init = {"q_mean": q_mean, "q_log_std": q_log_std, "W": W, "sigma": sigma, "n_draws": n_draws}
@@ -620,7 +613,7 @@ class ElboView(WidgetView):
         ``objective``, ``log_px``, ``elbo``, ``reconstruction``, ``kl_prior``, ``kl_posterior``).
         """
         v = self.values()
-        frame_every = _check_count(frame_every, "frame_every")
+        frame_every = check_count(frame_every, "frame_every")
         states = []
         for state in elbo_ascent(self.model(v), self.x, v["q_mean"], v["q_log_std"], steps=steps, params=params,
                                  family=family, objective=objective, eps=self.eps[: v["n_draws"]], lr=lr,
@@ -648,7 +641,7 @@ def figure_decoder_samples(model, n: int = 500, seed: int = 0):
     model = _check_model(model)
     if model.k != 1 or model.d != 2:
         raise ValueError(f"model: expected k = 1 and d = 2, got k = {model.k}, d = {model.d}")
-    x, z = model.sample(_check_count(n, "n"), generator=torch.Generator().manual_seed(seed), return_z=True)
+    x, z = model.sample(check_count(n, "n"), generator=torch.Generator().manual_seed(seed), return_z=True)
     x, z = to_numpy(x), to_numpy(z)[:, 0]
     fig, ax = plt.subplots(figsize=(7.0, 5.0))
     lim = 3.2
