@@ -74,24 +74,39 @@ class ToyDenoiser(nn.Module):
     h = SiLU(W_in x^t + E_0 e(t)); then ``layers - 1`` times h = SiLU(W h + E_l e(t)); output W_out h, with
     e(t) the sinusoidal ``time_embedding``. ``layers`` counts the hidden layers of width ``hidden``.
     Attributes ``dim``, ``target``, ``T`` let the samplers and losses read what the model predicts.
+
+    ``num_classes=K`` makes it conditional (notebook 08): ``model(x_t, t, y)`` with y a long tensor (n,) in
+    0..K, where K = ``null_label`` means "no label" (as does ``y=None``); a learned embedding of y is added
+    to every layer's time term.
     """
 
     def __init__(self, dim: int = 2, hidden: int = 128, layers: int = 3, target: str = "eps", T: int = 1000,
-                 emb_dim: int = 32):
+                 emb_dim: int = 32, num_classes: int | None = None):
         super().__init__()
         for name, value in (("dim", dim), ("hidden", hidden), ("layers", layers), ("T", T), ("emb_dim", emb_dim)):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {describe(value)}")
         if target not in TARGETS:
             raise ValueError(f"target: expected one of {TARGETS}, got {target!r}")
+        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral)
+                                        or num_classes < 1):
+            raise ValueError(f"num_classes: expected None or a positive integer, got {describe(num_classes)}")
         self.dim, self.hidden, self.layers, self.target, self.T, self.emb_dim = dim, hidden, layers, target, T, emb_dim
+        self.num_classes = num_classes
         self.inp = nn.Linear(dim, hidden)
         self.hidden_layers = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(layers - 1))
         # one linear projection of the embedding per hidden layer, computed in one matmul
         self.time = nn.Linear(emb_dim, hidden * layers)
+        # conditional nets: one row per label plus the null label, added to the time term of every layer
+        self.label = nn.Embedding(num_classes + 1, hidden * layers) if num_classes is not None else None
         self.out = nn.Linear(hidden, dim)
 
-    def forward(self, x_t: torch.Tensor, t) -> torch.Tensor:
+    @property
+    def null_label(self) -> int | None:
+        """The label meaning "no label" (= num_classes) for conditional nets; None for unconditional ones."""
+        return self.num_classes
+
+    def forward(self, x_t: torch.Tensor, t, y: torch.Tensor | None = None) -> torch.Tensor:
         if not isinstance(x_t, torch.Tensor) or x_t.ndim != 2 or x_t.shape[1] != self.dim:
             got = tuple(x_t.shape) if isinstance(x_t, torch.Tensor) else describe(x_t)
             raise ValueError(f"x_t: expected shape (n, {self.dim}), got {got}")
@@ -101,16 +116,35 @@ class ToyDenoiser(nn.Module):
         if t.shape != (x_t.shape[0],):
             raise ValueError(f"t: expected an int or shape ({x_t.shape[0]},) (one step per row), got {tuple(t.shape)}")
         dtype = self.inp.weight.dtype
-        emb = self.time(time_embedding(t, self.T, self.emb_dim).to(dtype)).chunk(self.layers, dim=-1)
+        emb = self.time(time_embedding(t, self.T, self.emb_dim).to(dtype))
+        if self.label is not None:
+            emb = emb + self.label(self._labels(y, x_t.shape[0], x_t.device))
+        elif y is not None:
+            raise ValueError("y: this ToyDenoiser is unconditional (num_classes=None); build it with num_classes=K "
+                             "to pass labels")
+        emb = emb.chunk(self.layers, dim=-1)
         h = nn.functional.silu(self.inp(x_t.to(dtype)) + emb[0])
         for layer, e in zip(self.hidden_layers, emb[1:], strict=True):
             h = nn.functional.silu(layer(h) + e)
         return self.out(h)
 
+    def _labels(self, y, n: int, device) -> torch.Tensor:
+        if y is None:
+            return torch.full((n,), self.num_classes, dtype=torch.long, device=device)
+        if not isinstance(y, torch.Tensor) or y.shape != (n,) or y.is_floating_point() or y.dtype == torch.bool:
+            raise ValueError(f"y: expected an integer tensor of shape ({n},), got {describe(y)}")
+        if n and (int(y.min()) < 0 or int(y.max()) > self.num_classes):
+            raise ValueError(f"y: expected labels in 0..{self.num_classes} ({self.num_classes} = null label), "
+                             f"got {int(y.min()) if int(y.min()) < 0 else int(y.max())}")
+        return y.to(device=device, dtype=torch.long)
+
     def config(self) -> dict:
         """The constructor's arguments (plain values, for checkpoints)."""
-        return {"dim": self.dim, "hidden": self.hidden, "layers": self.layers, "target": self.target, "T": self.T,
-                "emb_dim": self.emb_dim}
+        cfg = {"dim": self.dim, "hidden": self.hidden, "layers": self.layers, "target": self.target, "T": self.T,
+               "emb_dim": self.emb_dim}
+        if self.num_classes is not None:
+            cfg["num_classes"] = self.num_classes
+        return cfg
 
 
 def seeded_toy_denoiser(seed: int = 0, **kw) -> ToyDenoiser:

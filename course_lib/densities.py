@@ -361,6 +361,17 @@ def _grid_2d() -> GaussianMixture:
     return GaussianMixture([1 / 9] * 9, means, 0.15**2)
 
 
+def _three_classes_2d() -> GaussianMixture:
+    # notebook 08's labelled toy (label = component): three elongated classes whose tails overlap near the
+    # origin, so p(y | x) is unsure there; unequal weights, so p(y) matters too
+    r, weights = 1.3, [0.5, 0.3, 0.2]
+    means = [[r * math.cos(math.radians(a)), r * math.sin(math.radians(a))] for a in (90.0, 210.0, 330.0)]
+    centre = [sum(w * m[i] for w, m in zip(weights, means, strict=True)) for i in (0, 1)]
+    means = [[m[0] - centre[0], m[1] - centre[1]] for m in means]
+    covs = [_rotated(0.6, 0.25, a) for a in (0.0, 120.0, 60.0)]
+    return GaussianMixture(weights, means, covs)
+
+
 _MIXTURES = {
     "bimodal_1d": (_bimodal_1d, "two well-separated 1-D components, weights 0.3 / 0.7"),
     "trimodal_1d": (_trimodal_1d, "three 1-D components of different widths"),
@@ -368,6 +379,7 @@ _MIXTURES = {
     "eight_gaussians_2d": (_eight_gaussians_2d, "8 small isotropic components on a circle of radius sqrt(2)"),
     "anisotropic_2d": (_anisotropic_2d, "3 elongated, correlated 2-D components"),
     "grid_2d": (_grid_2d, "a 3 x 3 grid of small isotropic 2-D components"),
+    "three_classes_2d": (_three_classes_2d, "3 overlapping elongated classes, weights 0.5 / 0.3 / 0.2 (notebook 08)"),
 }
 
 MIXTURE_NAMES: tuple[str, ...] = tuple(_MIXTURES)
@@ -377,7 +389,7 @@ def named_mixture(name: str) -> GaussianMixture:
     """A ready-made GaussianMixture scaled to roughly zero mean and unit variance per coordinate.
 
     ``name``: one of ``MIXTURE_NAMES``: "bimodal_1d", "trimodal_1d" (d = 1), "two_blobs_2d",
-    "eight_gaussians_2d", "anisotropic_2d", "grid_2d" (d = 2). Returns a new object each call.
+    "eight_gaussians_2d", "anisotropic_2d", "grid_2d", "three_classes_2d" (d = 2). Returns a new object each call.
     """
     if not isinstance(name, str):
         raise TypeError(f"name: expected a string, one of {', '.join(MIXTURE_NAMES)}; got {describe(name)}")

@@ -41,6 +41,7 @@ from .unet import UNet
 
 __all__ = [
     "CLASSIFIER_NAME",
+    "COND_DENOISER_NAME",
     "DENOISER_NAME",
     "EMA",
     "MNISTClassifier",
@@ -63,6 +64,7 @@ __all__ = [
 ]
 
 DENOISER_NAME = "mnist_denoiser"
+COND_DENOISER_NAME = "mnist_cond_denoiser"
 CLASSIFIER_NAME = "mnist_classifier"
 LOSS_POINTS = 200  # the loss history stored in a checkpoint: block means, at most this many points
 
@@ -118,12 +120,20 @@ class EMA:
 
 
 # ====================================================================== the denoiser
-def mnist_diffusion_config(*, fast: bool = False) -> dict:
-    """Everything that changes the MNIST denoiser's weights (the checkpoint cache key); see the module docstring."""
+def mnist_diffusion_config(*, fast: bool = False, conditional: bool = False) -> dict:
+    """Everything that changes the MNIST denoiser's weights (the checkpoint cache key); see the module docstring.
+
+    ``conditional=True``: the class-conditional U-Net of notebook 08 (``num_classes`` 10): each training label
+    is replaced by the null label with probability ``label_drop`` (0.2), so the one network learns eps(x^t, y)
+    and the unconditional eps(x^t) = eps(x^t, null) that classifier-free guidance combines; 8,000 steps.
+    """
     cfg = {"arch": "unet", "channels": [32, 64, 64], "emb_dim": 128, "target": "eps", "num_classes": None,
            "schedule": "cosine", "T": 500, "data": "mnist-train in [-1, 1]", "train_limit": None,
            "steps": 4000, "batch_size": 64, "lr": 1e-3, "lr_schedule": "cosine", "grad_clip": 1.0,
            "ema_decay": 0.999, "precision": "bf16", "seed": 0, "fast": False, "version": 1}
+    if conditional:
+        # new keys only here: the unconditional config (and so its cache key) stays as it was
+        cfg.update(num_classes=10, label_drop=0.2, steps=8000)
     if fast:
         cfg.update(channels=[16, 32, 32], emb_dim=64, steps=40, batch_size=32, train_limit=1000, ema_decay=0.9,
                    precision="float32", fast=True)
@@ -147,15 +157,17 @@ def mnist_schedule(config: dict | None = None) -> NoiseSchedule:
 
 
 def mnist_diffusion_loss(model, x0: torch.Tensor, schedule: NoiseSchedule, generator: torch.Generator | None = None,
-                         **kw) -> torch.Tensor:
-    """Per-pixel eps loss: E_t,eps |model(x^t, t) - eps|^2 / D, t ~ U{1..T}, D = pixels per image (784).
+                         *, y: torch.Tensor | None = None, **kw) -> torch.Tensor:
+    """Per-pixel eps loss: E_t,eps |model(x^t, t[, y]) - eps|^2 / D, t ~ U{1..T}, D = pixels per image (784).
 
     ``course_lib.denoisers.diffusion_loss`` (summed over pixels, averaged over the batch) divided by D.
-    x0: (n, 1, 28, 28) in [-1, 1]. Keywords (``t``, ``noise``, ...) go to ``diffusion_loss``.
+    x0: (n, 1, 28, 28) in [-1, 1]. y: labels (n,) for a conditional U-Net (its null label = no label).
+    Keywords (``t``, ``noise``, ...) go to ``diffusion_loss``.
     """
     from .denoisers import diffusion_loss
 
-    return diffusion_loss(model, x0, schedule, model.target, generator, **kw) / x0[0].numel()
+    net = model if y is None else (lambda x_t, t: model(x_t, t, y))
+    return diffusion_loss(net, x0, schedule, model.target, generator, **kw) / x0[0].numel()
 
 
 def _downsample(values: list[float], points: int = LOSS_POINTS) -> tuple[list[int], list[float]]:
@@ -199,25 +211,32 @@ def train_mnist_denoiser(model: UNet, config: dict, *, progress: bool = True,
 
     dev = torch.device(dev) if dev is not None else next(model.parameters()).device
     gen = seed(config["seed"])
-    x, _ = _mnist_train(config["train_limit"])
-    x = x.to(dev)
+    x, labels = _mnist_train(config["train_limit"])
+    conditional = config.get("num_classes") is not None
+    data = (x.to(dev), labels.to(dev)) if conditional else x.to(dev)
     schedule = mnist_schedule(config)
     g_noise = torch.Generator().manual_seed(config["seed"] + 1)
+    g_drop = torch.Generator().manual_seed(config["seed"] + 2)
     ema = EMA(model, config["ema_decay"])
     losses: list[float] = []
 
     amp, amp_on = _autocast(config["precision"], dev)
 
     def loss_fn(m, batch):
+        y = None
+        if conditional:
+            batch, y = batch
+            drop = torch.rand(y.shape, generator=g_drop).to(y.device) < config["label_drop"]
+            y = torch.where(drop, torch.full_like(y, config["num_classes"]), y)
         with amp():
-            return mnist_diffusion_loss(m, batch, schedule, g_noise)
+            return mnist_diffusion_loss(m, batch, schedule, g_noise, y=y)
 
     steps = config["steps"]
     t0, c0 = time.perf_counter(), time.process_time()
     with threads_for(model), tqdm(total=steps, desc="MNIST U-Net", disable=not progress, leave=False,
                                   mininterval=5.0) as bar:
         threads = torch.get_num_threads()
-        for state in training_loop(model, loss_fn, x, steps=steps, batch_size=config["batch_size"],
+        for state in training_loop(model, loss_fn, data, steps=steps, batch_size=config["batch_size"],
                                    lr=config["lr"], generator=gen, device=dev, grad_clip=config["grad_clip"],
                                    lr_schedule=config["lr_schedule"]):
             ema.update(model)
@@ -241,18 +260,21 @@ def _available(name: str, config: dict) -> bool:
 
 
 def load_or_train_mnist_denoiser(*, fast: bool = FAST, retrain: bool = False, dev: torch.device | str | None = None,
-                                 progress: bool = True) -> tuple[UNet, CacheInfo]:
+                                 progress: bool = True, conditional: bool = False) -> tuple[UNet, CacheInfo]:
     """The MNIST U-Net denoiser and where it came from (``info.source``: "cache", "pretrained" or "trained").
 
     Always asks for the full config first, which the user cache or the shipped weights provide without
     training. Only if neither has it: trains the full model, or with ``fast=True`` the tiny FAST one
     (``mnist_diffusion_config(fast=True)``). ``model.config`` is its config; ``mnist_schedule(model.config)``
     its schedule. The model is in eval mode on ``dev`` (default ``device()``, the GPU when present).
+    ``conditional=True``: notebook 08's class-conditional U-Net (``model(x_t, t, y)``, null label 10).
     """
     dev = torch.device(dev) if dev is not None else device()
-    full = mnist_diffusion_config()
-    cfg = full if (not fast or (_available(DENOISER_NAME, full) and not retrain)) else mnist_diffusion_config(fast=True)
-    model, info = cached_model(DENOISER_NAME, cfg, lambda c: mnist_unet(c).to(dev),
+    name = COND_DENOISER_NAME if conditional else DENOISER_NAME
+    full = mnist_diffusion_config(conditional=conditional)
+    cfg = (full if (not fast or (_available(name, full) and not retrain))
+           else mnist_diffusion_config(fast=True, conditional=conditional))
+    model, info = cached_model(name, cfg, lambda c: mnist_unet(c).to(dev),
                                lambda m: train_mnist_denoiser(m, cfg, progress=progress, dev=dev),
                                retrain=retrain, map_location=dev)
     return model, info
@@ -434,14 +456,25 @@ def train_pretrained(which=("classifier", "denoiser"), *, dev: torch.device | st
             xt, yt = mnist_tensors("test")
             meta["test_accuracy_float16"] = round(classifier_accuracy(model, to_model_scale(xt), yt), 5)
             summary = f"test accuracy {meta['test_accuracy']:.4f} (float16 {meta['test_accuracy_float16']:.4f})"
-        elif kind == "denoiser":
-            cfg, name = mnist_diffusion_config(), DENOISER_NAME
+        elif kind in ("denoiser", "cond_denoiser"):
+            cond = kind == "cond_denoiser"
+            cfg, name = mnist_diffusion_config(conditional=cond), (COND_DENOISER_NAME if cond else DENOISER_NAME)
             model = mnist_unet(cfg).to(dev)
             meta = train_mnist_denoiser(model, cfg, progress=progress, dev=dev)
             half = _half(model)
             summary = f"final loss {meta['final_loss']:.4f} per pixel"
+        elif kind == "noisy_classifier":
+            from . import guidance_models as gm
+
+            cfg, name = gm.noisy_classifier_config(), gm.NOISY_CLASSIFIER_NAME
+            model = gm._build_noisy(cfg).to(dev)
+            meta = gm.train_noisy_classifier(model, cfg, progress=progress, dev=dev)
+            half = _half(model)
+            pairs = zip(meta["accuracy_t"], meta["accuracy"], strict=True)
+            summary = "accuracy at t = " + ", ".join(f"{t}: {a:.3f}" for t, a in pairs)
         else:
-            raise ValueError(f"which: expected 'classifier' and/or 'denoiser', got {kind!r}")
+            raise ValueError(f"which: expected 'classifier', 'denoiser', 'cond_denoiser' or 'noisy_classifier', "
+                             f"got {kind!r}")
         meta["storage"] = "float16"
         path = save_checkpoint(checkpoint_path(name, cfg, directory), half, name=name, config=cfg, meta=meta)
         print(f"{name}: {summary}; {meta['steps']} steps in {meta['train_seconds'] / 60:.1f} min "
@@ -456,7 +489,8 @@ def _main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-pretrained", action="store_true",
                         help="train the MNIST classifier and U-Net denoiser and write them into course_lib/pretrained/")
-    parser.add_argument("--only", choices=["classifier", "denoiser"], default=None, help="train just one of them")
+    parser.add_argument("--only", choices=["classifier", "denoiser", "cond_denoiser", "noisy_classifier"], default=None,
+                        help="train just one of them (cond_denoiser, noisy_classifier: notebook 08's models)")
     parser.add_argument("--device", default=None, help="e.g. cpu or cuda (default: the best available)")
     args = parser.parse_args(argv)
     if not args.train_pretrained:

@@ -1,0 +1,461 @@
+"""The learned pieces of guidance (notebook 08): noise-aware classifiers, conditional denoisers, sample sets.
+
+Toy (a labelled ``GaussianMixture``, label = component; CPU seconds):
+- ``ToyClassifier``: the ``ToyDenoiser`` MLP with K logits out: (x^t (n, d), t (n,)) -> logits (n, K), a learned
+  p_phi(y | x^t, t) to set beside the exact ``guidance.ExactClassifier``.
+- ``cached_toy_classifier`` (cross-entropy on x^t ~ q(x^t | x^0), t ~ U{1..T}) and ``cached_toy_cond_denoiser``
+  (a conditional ``ToyDenoiser`` whose label is dropped to the null label with probability ``label_drop``: the
+  classifier-free recipe), both cached by config.
+
+MNIST (shipped weights in ``course_lib/pretrained``; the cosine schedule with T = 500 of notebook 07):
+- ``NoisyMNISTClassifier``: a small CNN that sees the time step, p_phi(y | x^t, t) for the classifier guidance of
+  notebook 07's *unconditional* U-Net; trained on x^t at t ~ U{0..T}. ``load_or_train_noisy_classifier``.
+- The class-conditional U-Net for classifier-free guidance is ``mnist_models.load_or_train_mnist_denoiser(
+  conditional=True)``; the held-out judge of samples is ``mnist_models``' clean classifier (99.1%), never the
+  guidance classifier.
+- ``guided_mnist_sampler(kind, ...)``: the guided denoiser for ``kind`` "classifier" (strength gamma) or "cfg"
+  (gamma = 1 + w). ``sample_guided_digits``: DDIM samples for a digit and strength.
+- ``guidance_sample_sets``: samples per (kind, strength, digit) on one x^T per column, cached as uint8 in the user
+  cache (``python -m course_lib prepare`` makes them), with the trade-off ``tradeoff_table``: how often the judge
+  recognises the prompt digit and how varied the samples are, per strength.
+
+Images are (n, 1, 28, 28) float32 in [-1, 1], as in ``mnist_models``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ._checks import describe
+from ._runtime import FAST, cache_dir, device, seed, threads_for
+from .checkpoints import CacheInfo, cached_model, config_key
+from .denoisers import ToyDenoiser, diffusion_loss, make_schedule
+from .guidance import ClassifierFreeGuidance, ClassifierGuidance, check_labels, check_strength
+from .mnist_models import (
+    EMA,
+    _autocast,
+    _available,
+    _downsample,
+    _mnist_train,
+    _random_shift,
+    load_or_train_mnist_classifier,
+    load_or_train_mnist_denoiser,
+    mnist_schedule,
+    to_model_scale,
+)
+from .unet import ResBlock, timestep_embedding
+
+__all__ = [
+    "GUIDANCE_KINDS",
+    "NOISY_CLASSIFIER_NAME",
+    "NoisyMNISTClassifier",
+    "ToyClassifier",
+    "cached_toy_classifier",
+    "cached_toy_cond_denoiser",
+    "guidance_sample_sets",
+    "guided_mnist_sampler",
+    "load_guidance_models",
+    "load_or_train_noisy_classifier",
+    "noisy_accuracy",
+    "noisy_classifier_config",
+    "sample_guided_digits",
+    "sample_set_config",
+    "tradeoff_table",
+]
+
+NOISY_CLASSIFIER_NAME = "mnist_noisy_classifier"
+GUIDANCE_KINDS = ("classifier", "cfg")
+
+
+# ====================================================================== toy models
+class ToyClassifier(ToyDenoiser):
+    """A noise-aware classifier for points: (x^t (n, dim), t (n,) in 0..T) -> logits (n, num_classes).
+
+    The ``ToyDenoiser`` MLP (time embedding added to every hidden layer) with ``num_classes`` outputs.
+    """
+
+    def __init__(self, dim: int = 2, num_classes: int = 3, hidden: int = 128, layers: int = 3, T: int = 1000,
+                 emb_dim: int = 32):
+        super().__init__(dim, hidden, layers, "x0", T, emb_dim)
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"num_classes: expected an integer >= 2, got {describe(num_classes)}")
+        self.classes = num_classes
+        self.out = nn.Linear(hidden, num_classes)
+
+
+def _toy_setup(mixture_name: str, schedule: str, T: int):
+    from .densities import named_mixture
+
+    return named_mixture(mixture_name), make_schedule(schedule, T)
+
+
+def _fit_toy(model: nn.Module, loss_fn, steps: int, batch_size: int, lr: float, seed_: int, mixture, desc: str,
+             progress: bool) -> dict:
+    """Adam with cosine decay on fresh labelled mixture draws (x^0, y); returns the metadata of a checkpoint."""
+    from tqdm.auto import tqdm
+
+    from .training import training_loop
+
+    def data(n, generator=None):
+        x, y = mixture.sample(n, generator=generator, return_labels=True)
+        return x.float(), y.long()
+
+    losses: list[float] = []
+    t0 = time.perf_counter()
+    with threads_for(model), tqdm(total=steps, desc=desc, disable=not progress, leave=False) as bar:
+        for state in training_loop(model, loss_fn, data, steps=steps, batch_size=batch_size, lr=lr,
+                                   generator=torch.Generator().manual_seed(seed_ + 1), lr_schedule="cosine"):
+            losses.append(state.loss)
+            bar.update(1)
+    loss_steps, loss_means = _downsample(losses)
+    return {"seconds": round(time.perf_counter() - t0, 2), "loss_steps": loss_steps, "loss": loss_means}
+
+
+def cached_toy_classifier(mixture_name: str = "three_classes_2d", *, steps: int = 3000, schedule: str = "cosine",
+                          T: int = 1000, hidden: int = 128, layers: int = 3, batch_size: int = 512, lr: float = 2e-3,
+                          seed: int = 0, retrain: bool = False,
+                          progress: bool = True) -> tuple[ToyClassifier, CacheInfo]:
+    """A ``ToyClassifier`` for ``named_mixture(mixture_name)`` trained by cross-entropy on noisy points.
+
+    Each step: (x^0, y) from the mixture, t ~ U{0..T} (t = 0 included: the clean classifier), x^t from
+    ``q_sample``; loss = -log p_phi(y | x^t, t). Cached by config. Returns (model, info).
+    """
+    mixture, sched = _toy_setup(mixture_name, schedule, T)
+    config = {"kind": "toy-classifier", "mixture": mixture_name, "steps": steps, "schedule": schedule, "T": T,
+              "hidden": hidden, "layers": layers, "batch_size": batch_size, "lr": lr, "seed": seed, "version": 1}
+    g = torch.Generator().manual_seed(seed + 2)
+
+    def loss_fn(m, batch):
+        x0, y = batch
+        t = torch.randint(0, T + 1, (x0.shape[0],), generator=g)
+        x_t = sched.q_sample(x0, t, generator=g)
+        return F.cross_entropy(m(x_t.float(), t), y)
+
+    def build(cfg):
+        return ToyClassifier(mixture.d, mixture.K, hidden, layers, T)
+
+    return cached_model(f"toy-classifier-{mixture_name}", config, build,
+                        lambda m: _fit_toy(m, loss_fn, steps, batch_size, lr, seed, mixture, "toy classifier",
+                                           progress), retrain=retrain)
+
+
+def cached_toy_cond_denoiser(mixture_name: str = "three_classes_2d", *, label_drop: float = 0.2, steps: int = 5000,
+                             schedule: str = "cosine", T: int = 1000, hidden: int = 128, layers: int = 3,
+                             batch_size: int = 512, lr: float = 2e-3, seed: int = 0, retrain: bool = False,
+                             progress: bool = True) -> tuple[ToyDenoiser, CacheInfo]:
+    """A conditional eps ``ToyDenoiser`` (``num_classes`` = K) trained the classifier-free way. Returns (model, info).
+
+    Each training label is replaced by the null label K with probability ``label_drop``, so the one network
+    learns eps(x^t, y) and eps(x^t) = eps(x^t, null): what ``guidance.ClassifierFreeGuidance`` combines.
+    """
+    if not 0.0 < float(label_drop) < 1.0:
+        raise ValueError(f"label_drop: expected a probability strictly between 0 and 1, got {label_drop!r}")
+    mixture, sched = _toy_setup(mixture_name, schedule, T)
+    config = {"kind": "toy-cond-denoiser", "mixture": mixture_name, "label_drop": label_drop, "steps": steps,
+              "schedule": schedule, "T": T, "hidden": hidden, "layers": layers, "batch_size": batch_size, "lr": lr,
+              "seed": seed, "version": 1}
+    g = torch.Generator().manual_seed(seed + 2)
+
+    def loss_fn(m, batch):
+        x0, y = batch
+        drop = torch.rand(y.shape, generator=g) < label_drop
+        y = torch.where(drop, torch.full_like(y, mixture.K), y)
+        return diffusion_loss(lambda x_t, t: m(x_t, t, y), x0, sched, "eps", g)
+
+    def build(cfg):
+        return ToyDenoiser(mixture.d, hidden, layers, "eps", T, num_classes=mixture.K)
+
+    return cached_model(f"toy-cond-denoiser-{mixture_name}", config, build,
+                        lambda m: _fit_toy(m, loss_fn, steps, batch_size, lr, seed, mixture, "conditional denoiser",
+                                           progress), retrain=retrain)
+
+
+# ====================================================================== MNIST: the noise-aware classifier
+class NoisyMNISTClassifier(nn.Module):
+    """p_phi(y | x^t, t) for MNIST: (x^t (n, 1, 28, 28) in the [-1, 1] scale, t (n,) in 0..T) -> logits (n, 10).
+
+    The U-Net's encoder half: conv 1->c0, ResBlock c0 (28x28), stride-2 conv, ResBlock c0->c1 (14x14),
+    stride-2 conv, ResBlock c1->c2 (7x7), GroupNorm, SiLU, mean over pixels, linear c2 -> 10; every ResBlock gets
+    the time embedding (sinusoid -> MLP), so the classifier knows how noisy its input is.
+    """
+
+    def __init__(self, channels=(32, 64, 64), emb_dim: int = 64):
+        super().__init__()
+        c0, c1, c2 = (int(c) for c in channels)
+        self.emb_dim = int(emb_dim)
+        self.time_mlp = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.conv_in = nn.Conv2d(1, c0, 3, padding=1)
+        self.block0 = ResBlock(c0, c0, emb_dim)
+        self.pool0 = nn.Conv2d(c0, c0, 3, stride=2, padding=1)
+        self.block1 = ResBlock(c0, c1, emb_dim)
+        self.pool1 = nn.Conv2d(c1, c1, 3, stride=2, padding=1)
+        self.block2 = ResBlock(c1, c2, emb_dim)
+        self.norm = nn.GroupNorm(8 if c2 % 8 == 0 else 1, c2)
+        self.out = nn.Linear(c2, 10)
+
+    def forward(self, x_t: torch.Tensor, t) -> torch.Tensor:
+        if not isinstance(x_t, torch.Tensor) or x_t.ndim != 4 or tuple(x_t.shape[1:]) != (1, 28, 28):
+            raise ValueError(f"x_t: expected images of shape (n, 1, 28, 28) in [-1, 1], got {describe(x_t)}")
+        n = x_t.shape[0]
+        t = torch.as_tensor(t, device=x_t.device)
+        if t.is_floating_point():
+            raise TypeError(f"t: expected integer time steps, got {describe(t)}")
+        t = t.expand(n) if t.ndim == 0 else t
+        emb = self.time_mlp(timestep_embedding(t, self.emb_dim).to(self.conv_in.weight.dtype))
+        h = self.block0(self.conv_in(x_t), emb)
+        h = self.block1(self.pool0(h), emb)
+        h = self.block2(self.pool1(h), emb)
+        return self.out(F.silu(self.norm(h)).mean((2, 3)))
+
+
+def noisy_classifier_config(*, fast: bool = False) -> dict:
+    """The noise-aware classifier's config: (32, 64, 64) channels, 3,000 steps of batch 128, Adam 1e-3 cosine,
+    random shifts of 2 pixels, bf16 autocast, t ~ U{0..500} on the cosine schedule. FAST: (16, 32, 32), 40 steps on
+    2,000 digits."""
+    cfg = {"arch": "noisy-cnn", "channels": [32, 64, 64], "emb_dim": 64, "schedule": "cosine", "T": 500,
+           "steps": 3000, "batch_size": 128, "lr": 1e-3, "lr_schedule": "cosine", "shift": 2, "precision": "bf16",
+           "train_limit": None, "seed": 0, "fast": False, "version": 1}
+    if fast:
+        cfg.update(channels=[16, 32, 32], steps=40, train_limit=2000, precision="float32", fast=True)
+    return cfg
+
+
+def _build_noisy(config: dict) -> NoisyMNISTClassifier:
+    model = NoisyMNISTClassifier(tuple(config["channels"]), config["emb_dim"])
+    model.config = dict(config)
+    return model
+
+
+@torch.no_grad()
+def noisy_accuracy(model: nn.Module, x0: torch.Tensor, y: torch.Tensor, t_values, schedule,
+                   generator: torch.Generator | None = None, batch_size: int = 1000) -> list[float]:
+    """Accuracy of a noise-aware classifier on x^t = q_sample(x0, t) at each t in ``t_values`` (x0 in [-1, 1])."""
+    model.eval()
+    dev = next(model.parameters()).device
+    out = []
+    for t in t_values:
+        correct = 0
+        for i in range(0, x0.shape[0], batch_size):
+            xb = x0[i:i + batch_size]
+            x_t = schedule.q_sample(xb, int(t), generator=generator) if int(t) > 0 else xb
+            pred = model(x_t.float().to(dev), torch.full((xb.shape[0],), int(t), device=dev)).argmax(1).cpu()
+            correct += int((pred == y[i:i + batch_size]).sum())
+        out.append(correct / x0.shape[0])
+    return out
+
+
+def train_noisy_classifier(model: NoisyMNISTClassifier, config: dict, *, progress: bool = True,
+                           dev: torch.device | str | None = None) -> dict:
+    """Cross-entropy on x^t, t ~ U{0..T}: the classifier learns p(y | x^t) for every noise level. Returns metadata."""
+    from tqdm.auto import tqdm
+
+    from .data import mnist_tensors
+    from .training import training_loop
+
+    dev = torch.device(dev) if dev is not None else next(model.parameters()).device
+    gen = seed(config["seed"])
+    x, y = _mnist_train(config["train_limit"])
+    schedule = mnist_schedule(config)
+    g = torch.Generator().manual_seed(config["seed"] + 1)
+    amp, amp_on = _autocast(config["precision"], dev)
+    ema = EMA(model, 0.999 if not config["fast"] else 0.9)
+
+    def loss_fn(m, batch):
+        xb, yb = batch
+        xb = _random_shift(xb, config["shift"], g)
+        t = torch.randint(0, config["T"] + 1, (xb.shape[0],), generator=g)
+        x_t = schedule.q_sample(xb, t.to(xb.device), generator=g)
+        with amp():
+            return F.cross_entropy(m(x_t.float(), t.to(xb.device)).float(), yb)
+
+    losses: list[float] = []
+    t0, c0 = time.perf_counter(), time.process_time()
+    with threads_for(model), tqdm(total=config["steps"], desc="noise-aware classifier", disable=not progress,
+                                  leave=False, mininterval=5.0) as bar:
+        for state in training_loop(model, loss_fn, (x.to(dev), y.to(dev)), steps=config["steps"],
+                                   batch_size=config["batch_size"], lr=config["lr"], generator=gen, device=dev,
+                                   lr_schedule=config["lr_schedule"]):
+            ema.update(model)
+            losses.append(state.loss)
+            bar.update(1)
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    ema.copy_to(model)
+    model.eval()
+    xt, yt = mnist_tensors("test", limit=2000 if config["fast"] else None)
+    ts = [0, 50, 100, 200, 300, 400, 500]
+    acc = noisy_accuracy(model, to_model_scale(xt), yt, ts, schedule, torch.Generator().manual_seed(7))
+    loss_steps, loss_means = _downsample(losses)
+    return {"train_seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1), "steps": config["steps"],
+            "device": str(dev), "torch": str(torch.__version__), "autocast": "bf16" if amp_on else "off",
+            "params": sum(p.numel() for p in model.parameters()), "accuracy_t": ts,
+            "accuracy": [round(a, 4) for a in acc], "test_size": int(xt.shape[0]),
+            "loss_steps": loss_steps, "loss": loss_means}
+
+
+def load_or_train_noisy_classifier(*, fast: bool = FAST, retrain: bool = False,
+                                   dev: torch.device | str | None = None,
+                                   progress: bool = True) -> tuple[NoisyMNISTClassifier, CacheInfo]:
+    """The noise-aware MNIST classifier: full config from the cache or shipped weights, else trained (tiny if FAST)."""
+    dev = torch.device(dev) if dev is not None else device()
+    full = noisy_classifier_config()
+    cfg = (full if (not fast or (_available(NOISY_CLASSIFIER_NAME, full) and not retrain))
+           else noisy_classifier_config(fast=True))
+    return cached_model(NOISY_CLASSIFIER_NAME, cfg, lambda c: _build_noisy(c).to(dev),
+                        lambda m: train_noisy_classifier(m, cfg, progress=progress, dev=dev),
+                        retrain=retrain, map_location=dev)
+
+
+# ====================================================================== MNIST: guided sampling
+def load_guidance_models(*, fast: bool = FAST, progress: bool = True, dev=None) -> dict:
+    """Everything notebook 08 samples with: {"denoiser", "cond_denoiser", "noisy_classifier", "judge"} -> (model, info).
+
+    "denoiser": notebook 07's unconditional U-Net (classifier guidance needs no labels when training it);
+    "cond_denoiser": the class-conditional U-Net trained with dropped labels (classifier-free guidance);
+    "noisy_classifier": p_phi(y | x^t, t); "judge": the clean classifier that scores samples (held out).
+    """
+    kw = {"fast": fast, "progress": progress, "dev": dev}
+    return {"denoiser": load_or_train_mnist_denoiser(**kw),
+            "cond_denoiser": load_or_train_mnist_denoiser(conditional=True, **kw),
+            "noisy_classifier": load_or_train_noisy_classifier(**kw),
+            "judge": load_or_train_mnist_classifier(**kw)}
+
+
+def guided_mnist_sampler(kind: str, models: dict, digit, gamma: float):
+    """The guided denoiser for ``kind``: "classifier" (unconditional U-Net + gamma x noise-aware classifier) or
+    "cfg" ((1 + w) eps(x, y) - w eps(x) with w = gamma - 1). ``models``: ``load_guidance_models()``.
+
+    digit: an int 0..9 or a long tensor (n,). gamma >= 0 for "classifier" (0 = unconditional), >= 1 for "cfg".
+    """
+    gamma = check_strength(gamma)
+    if kind == "classifier":
+        den = models["denoiser"][0]
+        return ClassifierGuidance(den, models["noisy_classifier"][0], mnist_schedule(den.config), digit, gamma)
+    if kind == "cfg":
+        if gamma < 1:
+            raise ValueError(f"gamma: classifier-free guidance needs gamma = 1 + w >= 1, got {gamma}")
+        return ClassifierFreeGuidance(models["cond_denoiser"][0], digit, gamma - 1.0)
+    raise ValueError(f"kind: expected one of {GUIDANCE_KINDS}, got {kind!r}")
+
+
+def sample_guided_digits(kind: str, models: dict, digit, gamma: float, n: int = 10, *, steps: int = 25,
+                         generator: torch.Generator | None = None, x_T: torch.Tensor | None = None) -> torch.Tensor:
+    """n guided MNIST samples (n, 1, 28, 28) in [-1, 1]: DDIM (eta = 0) with ``steps`` steps, x0_hat clipped to [-1, 1].
+
+    digit: an int (the same prompt for all n) or a long tensor (n,). ``x_T`` fixes the starting noise.
+    """
+    from .samplers import ddim_sample
+
+    den = models["denoiser"][0] if kind == "classifier" else models["cond_denoiser"][0]
+    if not isinstance(digit, torch.Tensor):
+        digit = check_labels(digit, n, 10)
+    guided = guided_mnist_sampler(kind, models, digit, gamma)
+    with threads_for(den):
+        return ddim_sample(guided, mnist_schedule(den.config), (n, 1, 28, 28), steps=steps, generator=generator,
+                           x_T=x_T, clip_x0=1.0).float().cpu()
+
+
+def sample_set_config(*, fast: bool = FAST, models: dict | None = None) -> dict:
+    """What a cached sample set depends on: strengths per kind, samples per digit, steps, seed and the models' keys."""
+    cfg = {"gammas": {"classifier": [0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 12.0], "cfg": [1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 12.0]},
+           "per_digit": 16, "steps": 25, "seed": 0, "version": 1}
+    if fast:
+        cfg.update(gammas={"classifier": [0.0, 1.0, 5.0], "cfg": [1.0, 3.0, 8.0]}, per_digit=2, steps=10)
+    if models is not None:
+        cfg["models"] = {k: config_key(getattr(m, "config", {})) for k, (m, _) in models.items()}
+    return cfg
+
+
+def _to_uint8(x: torch.Tensor) -> np.ndarray:
+    return np.round((x.clamp(-1, 1).numpy() + 1.0) * 127.5).astype(np.uint8)
+
+
+def _from_uint8(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(a.astype(np.float32) / 127.5 - 1.0)
+
+
+def guidance_sample_sets(models: dict, *, fast: bool = FAST, progress: bool = True, recompute: bool = False) -> dict:
+    """Guided samples for every kind, strength and digit: {kind: {gamma: (10, per_digit, 1, 28, 28) in [-1, 1]}}.
+
+    Column j of every set starts from the same x^T (seeded), so a strength's effect is seen on the same noise.
+    Computed once (about a minute on 2 CPU cores, seconds on a GPU) and cached as uint8 under the user cache,
+    keyed by ``sample_set_config``; ``recompute=True`` ignores the cache.
+    """
+    import os
+
+    from tqdm.auto import tqdm
+
+    cfg = sample_set_config(fast=fast, models=models)
+    path = cache_dir() / "samples" / f"guidance-{config_key(cfg)}.npz"
+    if path.is_file() and not recompute:
+        with np.load(path) as f:
+            return {kind: {g: _from_uint8(f[f"{kind}/{g:g}"]) for g in cfg["gammas"][kind]} for kind in GUIDANCE_KINDS}
+    k = cfg["per_digit"]
+    x_T = torch.randn((k, 1, 28, 28), generator=torch.Generator().manual_seed(cfg["seed"]), dtype=torch.float64)
+    x_T = x_T.float().repeat(10, 1, 1, 1)                          # (10 k, ...): the same k noises for every digit
+    digits = torch.arange(10).repeat_interleave(k)
+    out: dict = {}
+    total = sum(len(v) for v in cfg["gammas"].values())
+    with tqdm(total=total, desc="guided samples", disable=not progress, leave=False) as bar:
+        for kind in GUIDANCE_KINDS:
+            out[kind] = {}
+            for g in cfg["gammas"][kind]:
+                x = sample_guided_digits(kind, models, digits, g, 10 * k, steps=cfg["steps"], x_T=x_T)
+                out[kind][g] = x.reshape(10, k, 1, 28, 28)
+                bar.update(1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, **{f"{kind}/{g:g}": _to_uint8(x) for kind, sets in out.items() for g, x in sets.items()})
+    os.replace(tmp, path)
+    # what comes back from the cache is uint8-rounded: hand back the same values now
+    return {kind: {g: _from_uint8(_to_uint8(x)) for g, x in sets.items()} for kind, sets in out.items()}
+
+
+def _diversity(features: torch.Tensor) -> float:
+    """Mean distance between pairs of distinct rows of a feature matrix (n, h)."""
+    n = features.shape[0]
+    if n < 2:
+        return float("nan")
+    d = torch.cdist(features, features)
+    return float(d.sum() / (n * (n - 1)))
+
+
+@torch.no_grad()
+def tradeoff_table(sample_sets: dict, judge: nn.Module, reference: tuple[torch.Tensor, torch.Tensor] | None = None,
+                   *, frechet: bool = False) -> list[dict]:
+    """Per kind and strength: how often the judge recognises the prompt digit, and how varied the samples are.
+
+    sample_sets: ``guidance_sample_sets`` output. judge: the held-out clean classifier (``features`` + logits).
+    reference: real digits (x (m, 1, 28, 28) in [-1, 1], labels (m,)) for the diversity ratio (and the Frechet
+    distance): ``diversity`` = mean pairwise feature distance within each digit's samples divided by the same for
+    real digits of that class, averaged over digits (1 = as varied as the data, 0 = one image repeated).
+    Returns rows {"kind", "gamma", "recognised", "diversity"[, "frechet"]}.
+    """
+    from .fid import frechet_distance
+    from .mnist_models import classifier_features
+
+    judge.eval()
+    ref_div, ref_feats = None, None
+    if reference is not None:
+        xr, yr = reference
+        ref_feats = classifier_features(judge, xr)
+        ref_div = [_diversity(ref_feats[yr == d]) for d in range(10)]
+    rows = []
+    for kind, sets in sample_sets.items():
+        for g, x in sets.items():
+            flat = x.reshape(-1, 1, 28, 28)
+            per = x.shape[1]
+            labels = torch.arange(10).repeat_interleave(per)
+            feats = classifier_features(judge, flat.clamp(-1, 1))
+            pred = judge.out(feats.float()).argmax(1)
+            row = {"kind": kind, "gamma": float(g), "recognised": float((pred == labels).float().mean())}
+            if ref_div is not None:
+                row["diversity"] = float(np.nanmean([_diversity(feats[labels == d]) / ref_div[d] for d in range(10)]))
+            if frechet and ref_feats is not None:
+                row["frechet"] = frechet_distance(feats, ref_feats)
+            rows.append(row)
+    return rows
