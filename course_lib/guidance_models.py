@@ -354,9 +354,10 @@ def sample_guided_digits(kind: str, models: dict, digit, gamma: float, n: int = 
     if not isinstance(digit, torch.Tensor):
         digit = check_labels(digit, n, 10)
     guided = guided_mnist_sampler(kind, models, digit, gamma)
+    p = next(den.parameters())
     with threads_for(den):
         return ddim_sample(guided, mnist_schedule(den.config), (n, 1, 28, 28), steps=steps, generator=generator,
-                           x_T=x_T, clip_x0=1.0).float().cpu()
+                           x_T=x_T, clip_x0=1.0, dtype=p.dtype, device=p.device).float().cpu()
 
 
 def sample_set_config(*, fast: bool = FAST, models: dict | None = None) -> dict:

@@ -1,0 +1,197 @@
+"""The learned pieces of notebook 08 (course_lib.guidance_models) and the conditional ToyDenoiser / U-Net configs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from course_lib import guidance_models as gm
+from course_lib.checkpoints import PRETRAINED_DIR, checkpoint_path
+from course_lib.denoisers import ToyDenoiser
+from course_lib.densities import named_mixture
+from course_lib.guidance import ExactClassifier
+from course_lib.mnist_models import (
+    DENOISER_NAME,
+    MNISTClassifier,
+    mnist_diffusion_config,
+    mnist_schedule,
+    mnist_unet,
+)
+from course_lib.schedules import NoiseSchedule
+
+
+@pytest.fixture()
+def tmp_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_CACHE_DIR", str(tmp_path))
+    return tmp_path
+
+
+# ---------------------------------------------------------------------------------------------- configs
+def test_unconditional_config_and_its_shipped_weights_are_unchanged():
+    # adding conditional options must not change the key of notebook 07's shipped U-Net
+    cfg = mnist_diffusion_config()
+    assert "label_drop" not in cfg and cfg["num_classes"] is None
+    assert checkpoint_path(DENOISER_NAME, cfg, PRETRAINED_DIR).is_file()
+    cond = mnist_diffusion_config(conditional=True)
+    assert cond["num_classes"] == 10 and 0 < cond["label_drop"] < 1
+    net = mnist_unet(mnist_diffusion_config(fast=True, conditional=True))
+    x = torch.randn(3, 1, 28, 28)
+    assert net(x, 5, torch.tensor([0, 9, 10])).shape == (3, 1, 28, 28)
+
+
+# ---------------------------------------------------------------------------------------------- toy models
+def test_conditional_toy_denoiser_labels():
+    net = ToyDenoiser(num_classes=3)
+    x, t = torch.randn(4, 2), torch.tensor([1, 5, 9, 20])
+    torch.testing.assert_close(net(x, t), net(x, t, torch.full((4,), 3)))  # None = the null label
+    with torch.no_grad():
+        net.label.weight.normal_()
+    assert not torch.allclose(net(x, t, torch.zeros(4, dtype=torch.long)), net(x, t, torch.ones(4, dtype=torch.long)))
+    with pytest.raises(ValueError, match="^y:"):
+        net(x, t, torch.full((4,), 4))
+    with pytest.raises(ValueError, match="^y:"):
+        ToyDenoiser()(x, t, torch.zeros(4, dtype=torch.long))
+    assert "num_classes" not in ToyDenoiser().config()  # unconditional cache keys stay as they were
+    assert net.config()["num_classes"] == 3 and net.null_label == 3
+
+
+def test_learned_toy_classifier_approaches_the_exact_one(tmp_cache):
+    clf, info = gm.cached_toy_classifier(steps=400, progress=False)
+    assert info.source == "trained"
+    mix, sched = named_mixture("three_classes_2d"), NoiseSchedule.cosine(1000)
+    x0, y = mix.sample(3000, generator=torch.Generator().manual_seed(0), return_labels=True)
+    exact = ExactClassifier(mix, sched)
+    for t in (50, 400):
+        x_t = sched.q_sample(x0, t, generator=torch.Generator().manual_seed(t))
+        with torch.no_grad():
+            learned = torch.log_softmax(clf(x_t.float(), t), -1).double()
+        le = exact(x_t, t)
+        kl = float((le.exp() * (le - learned)).sum(1).mean())
+        assert kl < 0.05, f"t = {t}: KL(exact || learned) = {kl:.3f}"
+        acc_l, acc_e = (learned.argmax(1) == y).double().mean(), (le.argmax(1) == y).double().mean()
+        assert acc_l > acc_e - 0.03
+    again, info2 = gm.cached_toy_classifier(steps=400, progress=False)
+    assert info2.source == "cache"
+
+
+def test_conditional_toy_denoiser_trains_towards_each_component(tmp_cache):
+    from course_lib.guidance import ExactConditionalDenoiser
+
+    den, _ = gm.cached_toy_cond_denoiser(steps=600, progress=False)
+    mix, sched = named_mixture("three_classes_2d"), NoiseSchedule.cosine(1000)
+    exact = ExactConditionalDenoiser(mix, sched)
+    x0, lab = mix.sample(3000, generator=torch.Generator().manual_seed(1), return_labels=True)
+    x_t = sched.q_sample(x0, 300, generator=torch.Generator().manual_seed(2))
+    t = torch.full((3000,), 300)
+    with torch.no_grad():
+        for y in (None, lab):
+            err = (den(x_t.float(), t, y).double() - exact(x_t, 300, y)).pow(2).sum(1).mean()
+            base = exact(x_t, 300, y).pow(2).sum(1).mean()  # the error of predicting 0
+            assert err < 0.2 * base
+    with pytest.raises(ValueError, match="^label_drop:"):
+        gm.cached_toy_cond_denoiser(label_drop=1.0)
+
+
+# ---------------------------------------------------------------------------------------------- MNIST pieces
+def test_noisy_classifier_shapes_and_time_dependence():
+    net = gm.NoisyMNISTClassifier((8, 16, 16), 16)
+    x = torch.randn(5, 1, 28, 28)
+    assert net(x, torch.arange(5)).shape == (5, 10)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.1)
+    assert not torch.allclose(net(x, 0), net(x, 400))
+    with pytest.raises(ValueError, match="^x_t:"):
+        net(torch.randn(5, 28, 28), 3)
+    with pytest.raises(TypeError, match="^t:"):
+        net(x, 0.5)
+
+
+class _Judge(MNISTClassifier):
+    """A stand-in judge that calls an image digit k if its mean pixel is closest to the k-th level."""
+
+    def __init__(self):
+        super().__init__((4, 4), hidden=10)
+        self.levels = torch.linspace(-0.9, 0.9, 10)
+
+    def features(self, x):
+        return -(x.mean((1, 2, 3))[:, None] - self.levels[None]).abs() * 100
+
+    def forward(self, x):
+        return self.features(x)
+
+
+def _tiny_models():
+    torch.manual_seed(0)
+    den = mnist_unet(mnist_diffusion_config(fast=True))
+    cond = mnist_unet(mnist_diffusion_config(fast=True, conditional=True))
+    clf = gm.NoisyMNISTClassifier((8, 16, 16), 16)
+    clf.config = {"tiny": True}
+    for m in (den, cond, clf):
+        m.eval()
+    judge = _Judge()
+    judge.out = torch.nn.Identity()
+    judge.config = {"stand-in": True}
+    return {"denoiser": (den, None), "cond_denoiser": (cond, None), "noisy_classifier": (clf, None),
+            "judge": (judge, None)}
+
+
+def test_guided_sample_sets_are_cached_and_share_their_noise(tmp_cache):
+    models = _tiny_models()
+    with torch.no_grad():  # make the untrained nets do something label-dependent
+        for name in ("noisy_classifier", "denoiser"):
+            for p in models[name][0].parameters():
+                p.normal_(0, 0.05)
+    sets = gm.guidance_sample_sets(models, fast=True, progress=False)
+    cfg = gm.sample_set_config(fast=True)
+    assert set(sets) == set(gm.GUIDANCE_KINDS)
+    for kind in gm.GUIDANCE_KINDS:
+        assert sorted(sets[kind]) == sorted(cfg["gammas"][kind])
+        for x in sets[kind].values():
+            assert x.shape == (10, cfg["per_digit"], 1, 28, 28) and x.min() >= -1 and x.max() <= 1
+    # gamma = 0: classifier guidance ignores the prompt, and every digit's column starts from the same x^T
+    zero = sets["classifier"][0.0]
+    assert torch.equal(zero[0], zero[7])
+    assert not torch.equal(sets["classifier"][5.0][0], sets["classifier"][5.0][7])
+    files = list((tmp_cache / "samples").glob("guidance-*.npz"))
+    assert len(files) == 1
+    again = gm.guidance_sample_sets(models, fast=True, progress=False)
+    for kind in gm.GUIDANCE_KINDS:
+        for g in sets[kind]:
+            torch.testing.assert_close(again[kind][g], sets[kind][g])
+
+
+def test_tradeoff_table_counts_recognised_prompts_and_diversity():
+    judge = _Judge()
+    judge.out = torch.nn.Identity()
+    levels = judge.levels
+    g = torch.Generator().manual_seed(0)
+    # "samples": constant images at digit d's level (+ small noise); kind B gives every prompt digit 3's level
+    good = levels[:, None, None, None, None] + 0.01 * torch.randn(10, 6, 1, 28, 28, generator=g)
+    bad = levels[3] + 0.01 * torch.randn(10, 6, 1, 28, 28, generator=g)
+    same = levels[:, None, None, None, None].expand(10, 6, 1, 28, 28).clone()
+    ref_x = (levels.repeat_interleave(20)[:, None, None, None] + 0.01 * torch.randn(200, 1, 28, 28, generator=g))
+    ref_y = torch.arange(10).repeat_interleave(20)
+    rows = gm.tradeoff_table({"A": {1.0: good, 2.0: same}, "B": {1.0: bad}}, judge, (ref_x, ref_y), frechet=True)
+    by = {(r["kind"], r["gamma"]): r for r in rows}
+    assert by[("A", 1.0)]["recognised"] == 1.0
+    assert by[("B", 1.0)]["recognised"] == pytest.approx(0.1)
+    assert by[("A", 2.0)]["diversity"] == pytest.approx(0.0, abs=1e-9)  # one image repeated
+    assert 0.5 < by[("A", 1.0)]["diversity"] < 2.0  # as varied as the reference
+    assert by[("B", 1.0)]["frechet"] > by[("A", 1.0)]["frechet"]
+
+
+def test_guided_sampler_arguments():
+    models = _tiny_models()
+    with pytest.raises(ValueError, match="^gamma:"):
+        gm.guided_mnist_sampler("cfg", models, 3, 0.5)
+    with pytest.raises(ValueError, match="^kind:"):
+        gm.guided_mnist_sampler("free", models, 3, 2.0)
+    with pytest.raises(ValueError, match="^gamma:"):
+        gm.guided_mnist_sampler("classifier", models, 3, -1.0)
+    x = gm.sample_guided_digits("cfg", models, 4, 2.0, n=2, steps=3, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (2, 1, 28, 28) and x.dtype == torch.float32
+    sched = mnist_schedule(models["denoiser"][0].config)
+    assert sched.T == 500
+    assert np.isfinite(x.numpy()).all()
