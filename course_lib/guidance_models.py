@@ -360,12 +360,21 @@ def sample_guided_digits(kind: str, models: dict, digit, gamma: float, n: int = 
                            x_T=x_T, clip_x0=1.0, dtype=p.dtype, device=p.device).float().cpu()
 
 
-def sample_set_config(*, fast: bool = FAST, models: dict | None = None) -> dict:
-    """What a cached sample set depends on: strengths per kind, samples per digit, steps, seed and the models' keys."""
+def sample_set_config(*, fast: bool = FAST, models: dict | None = None, per_digit: int | None = None) -> dict:
+    """What a cached sample set depends on: strengths per kind, samples per digit, steps, seed and the models' keys.
+
+    Full: gamma in {0, 1, 2, 3, 5, 8, 12} for classifier guidance, {1, 1.5, 2, 3, 5, 8, 12} (w = gamma - 1) for
+    classifier-free guidance, 16 samples per digit, 25 DDIM steps. FAST: 3 strengths each, 2 per digit, 10 steps.
+    ``per_digit`` overrides the number of samples per digit (the bench draws more).
+    """
     cfg = {"gammas": {"classifier": [0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 12.0], "cfg": [1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 12.0]},
            "per_digit": 16, "steps": 25, "seed": 0, "version": 1}
     if fast:
         cfg.update(gammas={"classifier": [0.0, 1.0, 5.0], "cfg": [1.0, 3.0, 8.0]}, per_digit=2, steps=10)
+    if per_digit is not None:
+        if isinstance(per_digit, bool) or not isinstance(per_digit, int) or per_digit < 1:
+            raise ValueError(f"per_digit: expected a positive integer, got {describe(per_digit)}")
+        cfg["per_digit"] = per_digit
     if models is not None:
         cfg["models"] = {k: config_key(getattr(m, "config", {})) for k, (m, _) in models.items()}
     return cfg
@@ -379,18 +388,19 @@ def _from_uint8(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(a.astype(np.float32) / 127.5 - 1.0)
 
 
-def guidance_sample_sets(models: dict, *, fast: bool = FAST, progress: bool = True, recompute: bool = False) -> dict:
+def guidance_sample_sets(models: dict, *, fast: bool = FAST, progress: bool = True, recompute: bool = False,
+                         per_digit: int | None = None) -> dict:
     """Guided samples for every kind, strength and digit: {kind: {gamma: (10, per_digit, 1, 28, 28) in [-1, 1]}}.
 
     Column j of every set starts from the same x^T (seeded), so a strength's effect is seen on the same noise.
     Computed once (about a minute on 2 CPU cores, seconds on a GPU) and cached as uint8 under the user cache,
-    keyed by ``sample_set_config``; ``recompute=True`` ignores the cache.
+    keyed by ``sample_set_config``; ``recompute=True`` ignores the cache; ``per_digit`` overrides the set size.
     """
     import os
 
     from tqdm.auto import tqdm
 
-    cfg = sample_set_config(fast=fast, models=models)
+    cfg = sample_set_config(fast=fast, models=models, per_digit=per_digit)
     path = cache_dir() / "samples" / f"guidance-{config_key(cfg)}.npz"
     if path.is_file() and not recompute:
         with np.load(path) as f:
