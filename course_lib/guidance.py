@@ -27,8 +27,9 @@ What is here:
 - ``ClassifierGuidance`` and ``ClassifierFreeGuidance``: wrap denoisers into guided denoisers that the
   samplers of ``course_lib.samplers`` take as they are (``sample(guided, schedule, n, steps=25, eta=0)``).
 - ``tilted_log_density`` / ``tilted_density_grid``: p(x) p(y | x)^gamma (normalised on a grid), what gamma
-  does to the data density; at gamma = 1 it is p(x | y). Guided *sampling* with gamma > 1 does not draw
-  exactly from it (the noised tilted densities are not the tilts of the noised ones), a point the notebook shows.
+  does to the data density; at gamma = 1 it is p(x | y). Guided *sampling* with any gamma other than 0 and 1
+  does not draw exactly from it (the noised tilted densities are not the tilts of the noised ones), a point the
+  notebook shows.
 
 Shapes: points x (n, d) for toys, images (n, 1, 28, 28) for MNIST; labels y an int or a long tensor (n,).
 """

@@ -127,7 +127,7 @@ def cached_toy_classifier(mixture_name: str = "three_classes_2d", *, steps: int 
     """
     mixture, sched = _toy_setup(mixture_name, schedule, T)
     config = {"kind": "toy-classifier", "mixture": mixture_name, "steps": steps, "schedule": schedule, "T": T,
-              "hidden": hidden, "layers": layers, "batch_size": batch_size, "lr": lr, "seed": seed, "version": 1}
+              "hidden": hidden, "layers": layers, "batch_size": batch_size, "lr": lr, "seed": seed, "version": 2}
     g = torch.Generator().manual_seed(seed + 2)
 
     def loss_fn(m, batch):
@@ -158,7 +158,7 @@ def cached_toy_cond_denoiser(mixture_name: str = "three_classes_2d", *, label_dr
     mixture, sched = _toy_setup(mixture_name, schedule, T)
     config = {"kind": "toy-cond-denoiser", "mixture": mixture_name, "label_drop": label_drop, "steps": steps,
               "schedule": schedule, "T": T, "hidden": hidden, "layers": layers, "batch_size": batch_size, "lr": lr,
-              "seed": seed, "version": 1}
+              "seed": seed, "version": 2}
     g = torch.Generator().manual_seed(seed + 2)
 
     def loss_fn(m, batch):
