@@ -32,17 +32,17 @@ from torch import nn
 from torch.nn import functional as F
 
 from ._checks import describe
-from ._runtime import FAST, cache_dir, device, seed, threads_for
+from ._runtime import FAST, cache_dir, seed, threads_for
 from .checkpoints import CacheInfo, cached_model, config_key
 from .denoisers import ToyDenoiser, diffusion_loss, make_schedule
 from .guidance import ClassifierFreeGuidance, ClassifierGuidance, check_labels, check_strength
 from .mnist_models import (
     EMA,
     _autocast,
-    _available,
     _downsample,
     _mnist_train,
     _random_shift,
+    load_full_or_fast,
     load_or_train_mnist_classifier,
     load_or_train_mnist_denoiser,
     mnist_schedule,
@@ -301,13 +301,8 @@ def load_or_train_noisy_classifier(*, fast: bool = FAST, retrain: bool = False,
                                    dev: torch.device | str | None = None,
                                    progress: bool = True) -> tuple[NoisyMNISTClassifier, CacheInfo]:
     """The noise-aware MNIST classifier: full config from the cache or shipped weights, else trained (tiny if FAST)."""
-    dev = torch.device(dev) if dev is not None else device()
-    full = noisy_classifier_config()
-    cfg = (full if (not fast or (_available(NOISY_CLASSIFIER_NAME, full) and not retrain))
-           else noisy_classifier_config(fast=True))
-    return cached_model(NOISY_CLASSIFIER_NAME, cfg, lambda c: _build_noisy(c).to(dev),
-                        lambda m: train_noisy_classifier(m, cfg, progress=progress, dev=dev),
-                        retrain=retrain, map_location=dev)
+    return load_full_or_fast(NOISY_CLASSIFIER_NAME, noisy_classifier_config, _build_noisy, train_noisy_classifier,
+                             fast=fast, retrain=retrain, dev=dev, progress=progress)
 
 
 # ====================================================================== MNIST: guided sampling

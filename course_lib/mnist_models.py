@@ -259,6 +259,21 @@ def _available(name: str, config: dict) -> bool:
     return checkpoint_path(name, config).is_file() or checkpoint_path(name, config, PRETRAINED_DIR).is_file()
 
 
+def load_full_or_fast(name: str, make_config, build, train_fn, *, fast: bool, retrain: bool,
+                      dev: torch.device | str | None, progress: bool) -> tuple[nn.Module, CacheInfo]:
+    """The loading rule of every MNIST model: the full config (``make_config()``) from the user cache or the shipped
+    weights; only when neither has it, train the full model, or with ``fast`` the small ``make_config(fast=True)``.
+
+    ``build(config)`` -> an untrained model, ``train_fn(model, config, progress=, dev=)`` -> metadata. The model
+    ends in eval mode on ``dev`` (default ``device()``, the GPU when present).
+    """
+    dev = torch.device(dev) if dev is not None else device()
+    full = make_config()
+    cfg = full if (not fast or (_available(name, full) and not retrain)) else make_config(fast=True)
+    return cached_model(name, cfg, lambda c: build(c).to(dev),
+                        lambda m: train_fn(m, cfg, progress=progress, dev=dev), retrain=retrain, map_location=dev)
+
+
 def load_or_train_mnist_denoiser(*, fast: bool = FAST, retrain: bool = False, dev: torch.device | str | None = None,
                                  progress: bool = True, conditional: bool = False) -> tuple[UNet, CacheInfo]:
     """The MNIST U-Net denoiser and where it came from (``info.source``: "cache", "pretrained" or "trained").
@@ -269,15 +284,11 @@ def load_or_train_mnist_denoiser(*, fast: bool = FAST, retrain: bool = False, de
     its schedule. The model is in eval mode on ``dev`` (default ``device()``, the GPU when present).
     ``conditional=True``: notebook 08's class-conditional U-Net (``model(x_t, t, y)``, null label 10).
     """
-    dev = torch.device(dev) if dev is not None else device()
-    name = COND_DENOISER_NAME if conditional else DENOISER_NAME
-    full = mnist_diffusion_config(conditional=conditional)
-    cfg = (full if (not fast or (_available(name, full) and not retrain))
-           else mnist_diffusion_config(fast=True, conditional=conditional))
-    model, info = cached_model(name, cfg, lambda c: mnist_unet(c).to(dev),
-                               lambda m: train_mnist_denoiser(m, cfg, progress=progress, dev=dev),
-                               retrain=retrain, map_location=dev)
-    return model, info
+    from functools import partial
+
+    return load_full_or_fast(COND_DENOISER_NAME if conditional else DENOISER_NAME,
+                             partial(mnist_diffusion_config, conditional=conditional), mnist_unet,
+                             train_mnist_denoiser, fast=fast, retrain=retrain, dev=dev, progress=progress)
 
 
 def describe_source(model: nn.Module, info: CacheInfo) -> str:
@@ -402,13 +413,8 @@ def train_mnist_classifier(model: MNISTClassifier, config: dict, *, progress: bo
 def load_or_train_mnist_classifier(*, fast: bool = FAST, retrain: bool = False, dev: torch.device | str | None = None,
                                    progress: bool = True) -> tuple[MNISTClassifier, CacheInfo]:
     """The feature classifier: full config from cache or shipped weights, else trained (tiny in FAST mode)."""
-    dev = torch.device(dev) if dev is not None else device()
-    full = mnist_classifier_config()
-    cfg = (full if (not fast or (_available(CLASSIFIER_NAME, full) and not retrain))
-           else mnist_classifier_config(fast=True))
-    return cached_model(CLASSIFIER_NAME, cfg, lambda c: _build_classifier(c).to(dev),
-                        lambda m: train_mnist_classifier(m, cfg, progress=progress, dev=dev),
-                        retrain=retrain, map_location=dev)
+    return load_full_or_fast(CLASSIFIER_NAME, mnist_classifier_config, _build_classifier, train_mnist_classifier,
+                             fast=fast, retrain=retrain, dev=dev, progress=progress)
 
 
 @torch.no_grad()
