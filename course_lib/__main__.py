@@ -6,7 +6,8 @@ Commands:
   student [NAMES...] [--out DIR]                   the student version of the notebooks (default build/student)
   grade SUBMISSIONS_DIR --out grades.csv [--timeout S] [--check-timeout S] [--master PATH] [--jobs N]
                                                    run and score submitted notebooks, one CSV row per exercise
-  prepare [NAMES...] [--fast | --full] [--list]    load or train every model the notebooks use (before a lecture)
+  prepare [NAMES...] [--fast | --full] [--list]    load or train every model the notebooks use, and compute their
+                                                   cached sample sets (before a lecture)
   slides [NAMES...] [--overwrite]                  add RISE slide metadata to the master notebooks (headings)
 """
 
@@ -83,7 +84,7 @@ def _prepare(args) -> int:
 
     if args.list:
         for e in registry():
-            print(f"{e.name}  (notebook {e.notebook})")
+            print(f"{e.name}  (notebook {e.notebook}{', sample set' if e.kind == 'samples' else ''})")
         return 0
     fast = True if args.fast else False if args.full else FAST
     summary = prepare(fast=fast, only=args.names or None)

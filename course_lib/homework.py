@@ -15,8 +15,9 @@ Conventions in the master notebooks (see CONTRIBUTING.md):
 
 The student version also gets ``%load_ext course_lib.checks`` at the end of its first code cell: a cell that
 needs an unfinished exercise prints "finish exercise N first" instead of stopping the notebook
-(``course_lib.checks.load_ipython_extension``). Outputs and execution counts are cleared, and markdown headings
-get RISE slide metadata (``add_slide_metadata``).
+(``course_lib.checks.load_ipython_extension``). Outputs and execution counts are cleared, and cells without RISE
+slide metadata get it (``add_slide_metadata``; the master notebooks carry it already, ``python -m course_lib slides``
+adds it to a new one).
 
 Grading (``grade_folder``) runs every submitted notebook in its own subprocess and kernel, in a temporary
 working directory holding a copy of the notebook, under a time limit; then runs the **master's** checks and

@@ -1,5 +1,6 @@
-"""The student version: solution stubs, hidden tests, the "finish exercise N first" guard, slide metadata, and
-the build of the real course notebooks (no solution text left; one of them runs top to bottom)."""
+"""The student version: solution stubs, hidden tests, the "finish exercise N first" guard, slide metadata (in the
+master notebooks too, and RISE installed to show it), and the build of the real course notebooks (no solution text
+left; each runs top to bottom in FAST mode and asks for every exercise)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from course_lib.homework import (
     student_notebook,
 )
 
+NOTEBOOKS = notebook_paths()
 SOLVED = "def f(x):\n    y = 1\n    ### BEGIN SOLUTION\n    y = x + 1\n    ### END SOLUTION\n    return y"
 
 
@@ -130,6 +132,39 @@ def test_slide_metadata():
     assert kinds == ["slide", "-", "subslide", "-", "skip"]
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_master_notebooks_have_slide_metadata(path: Path):
+    """Every cell of every master notebook carries RISE metadata; ``python -m course_lib slides`` adds it."""
+    nb = nbformat.read(path, as_version=4)
+    missing = [i for i, c in enumerate(nb.cells) if "slide_type" not in c.metadata.get("slideshow", {})]
+    assert not missing, (f"{path.name}: cells {missing} have no slide metadata; "
+                         f"run `python -m course_lib slides {path.name[:2]}`")
+    assert nb.cells[0].metadata["slideshow"]["slide_type"] == "slide"  # the title opens the show
+    assert add_slide_metadata(nbformat.read(path, as_version=4)) == nb  # the command would change nothing
+
+
+def test_rise_is_installed_for_jupyterlab():
+    """The ``jupyter`` extra's jupyterlab-rise: its lab extension is where JupyterLab loads extensions from and its
+    server extension is enabled (what ``jupyter labextension list`` and ``jupyter server extension list`` read)."""
+    pytest.importorskip("jupyterlab", reason="the jupyter extra is not installed")
+    import json
+
+    from jupyter_core.paths import jupyter_config_path, jupyter_path
+    from jupyterlab_server.config import get_federated_extensions
+
+    try:
+        import jupyterlab_rise as rise
+    except ImportError:
+        pytest.fail("jupyterlab-rise is not installed: pip install -e '.[jupyter]' (make setup) installs it")
+    assert "jupyterlab-rise" in get_federated_extensions(jupyter_path("labextensions"))
+    assert [p["module"] for p in rise._jupyter_server_extension_points()] == ["jupyterlab_rise"]
+    enabled = {}
+    for d in reversed(jupyter_config_path()):
+        for f in sorted(Path(d, "jupyter_server_config.d").glob("*.json")):
+            enabled.update(json.loads(f.read_text()).get("ServerApp", {}).get("jpserver_extensions", {}))
+    assert enabled.get("jupyterlab_rise") is True
+
+
 def test_stubs_match_nbgrader():
     """Our stub is nbgrader's ClearSolutions output plus the exercise number in the message."""
     preprocessors = pytest.importorskip("nbgrader.preprocessors")
@@ -171,53 +206,16 @@ def test_student_build_has_no_solutions(student_dir: Path):
 
 
 @pytest.mark.slow
-def test_student_version_runs_top_to_bottom(student_dir: Path):
-    """The fastest notebook (05, about 10 s in FAST mode) runs without an error and asks for each exercise."""
-    path = student_dir / "05_posterior_means_and_tweedie.ipynb"
-    if not path.exists():
-        pytest.skip("notebook 05 is not in this checkout")
-    nb, _ = run_notebook(path, fast=True)
+@pytest.mark.parametrize("master", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_student_version_runs_top_to_bottom(master: Path, student_dir: Path):
+    """Each notebook's student version runs without an error in FAST mode and asks for every exercise."""
+    nb, seconds = run_notebook(student_dir / master.name, fast=True)  # a cell that raises fails the run
     text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", [])
                    if o.get("output_type") == "stream")
-    n = len(exercises(nbformat.read(notebook_paths()[0].parent / path.name, as_version=4)))
-    for k in range(1, n + 1):
-        assert f"finish exercise {k} first" in text
-
-
-def test_prepare_summary_and_failures():
-    from course_lib.checkpoints import CacheInfo
-    from course_lib.prepare import ModelEntry, prepare
-
-    calls = []
-
-    def loader(source):
-        def load(fast, progress):
-            calls.append((source, fast))
-            if source == "failed":
-                raise RuntimeError("no data")
-            return object(), CacheInfo(source, Path(f"/x/{source}.pt"), 0.1, {})
-        return load
-
-    entries = [ModelEntry(f"model {s}", "0x", loader(s)) for s in ("cache", "trained", "failed", "pretrained")]
-    lines = []
-    summary = prepare(fast=True, entries=entries, log=lines.append)
-    assert [s["source"] for s in summary] == ["cache", "trained", "failed", "pretrained"]
-    assert calls == [("cache", True), ("trained", True), ("failed", True), ("pretrained", True)]
-    text = "\n".join(lines)
-    assert "4 models: 1 cache, 1 pretrained, 1 trained, 1 failed" in text and "FAILED model failed" in text
-    assert [s["name"] for s in prepare(entries=entries, only=["CACHE"], log=lines.append)] == ["model cache"]
-
-
-def test_prepare_registry_tolerates_absent_modules(monkeypatch):
-    from course_lib import prepare as prep
-
-    monkeypatch.setattr(prep, "KNOWN", (("course_lib.no_such_module", prep._vae_entries),) + prep.KNOWN)
-    monkeypatch.setattr(prep, "_EXTRA", [])
-    lines = []
-    prep.register("extra model", "99", lambda fast, progress: None)
-    names = [e.name for e in prep.registry(log=lines.append)]
-    assert any("no_such_module" in line for line in lines)
-    assert names[-1] == "extra model" and len(names) == len(set(names))
+    missing = [ex.number for ex in exercises(nbformat.read(master, as_version=4))
+               if f"finish exercise {ex.number} first" not in text]
+    assert not missing, f"{master.name}: no 'finish exercise N first' for N in {missing}"
+    print(f"{master.name}: student version ran in {seconds:.1f} s")
 
 
 def test_student_command(tmp_path, monkeypatch, capsys):
