@@ -388,18 +388,25 @@ def guidance_sample_sets(models: dict, *, fast: bool = FAST, progress: bool = Tr
     """Guided samples for every kind, strength and digit: {kind: {gamma: (10, per_digit, 1, 28, 28) in [-1, 1]}}.
 
     Column j of every set starts from the same x^T (seeded), so a strength's effect is seen on the same noise.
-    Computed once (about a minute on 2 CPU cores, seconds on a GPU) and cached as uint8 under the user cache,
-    keyed by ``sample_set_config``; ``recompute=True`` ignores the cache; ``per_digit`` overrides the set size.
+    Looked up in the user cache, then in the shipped ``course_lib/pretrained/guidance_samples-<key>.npz`` (the
+    default full-mode sets for the shipped models, 0.7 MiB); else computed (about 10 minutes on 2 CPU cores,
+    ~30 s per strength; seconds on a GPU) and cached as uint8, keyed by ``sample_set_config``. ``recompute=True``
+    ignores both; ``per_digit`` overrides the set size.
     """
     import os
 
     from tqdm.auto import tqdm
 
+    from .checkpoints import PRETRAINED_DIR
+
     cfg = sample_set_config(fast=fast, models=models, per_digit=per_digit)
-    path = cache_dir() / "samples" / f"guidance-{config_key(cfg)}.npz"
-    if path.is_file() and not recompute:
-        with np.load(path) as f:
-            return {kind: {g: _from_uint8(f[f"{kind}/{g:g}"]) for g in cfg["gammas"][kind]} for kind in GUIDANCE_KINDS}
+    key = config_key(cfg)
+    path = cache_dir() / "samples" / f"guidance-{key}.npz"
+    for candidate in (path, PRETRAINED_DIR / f"guidance_samples-{key}.npz"):
+        if candidate.is_file() and not recompute:
+            with np.load(candidate) as f:
+                return {kind: {g: _from_uint8(f[f"{kind}/{g:g}"]) for g in cfg["gammas"][kind]}
+                        for kind in GUIDANCE_KINDS}
     k = cfg["per_digit"]
     x_T = torch.randn((k, 1, 28, 28), generator=torch.Generator().manual_seed(cfg["seed"]), dtype=torch.float64)
     x_T = x_T.float().repeat(10, 1, 1, 1)                          # (10 k, ...): the same k noises for every digit

@@ -124,7 +124,14 @@ def _resolve_target(denoiser, target) -> str:
 
 
 def _resolve_dtype_device(denoiser, dtype, device, x_T=None):
-    """Explicit arguments, else the module's parameters, else x_T's, else float64 on the CPU."""
+    """Explicit arguments, else the module's parameters, else x_T's, else float64 on the CPU.
+
+    A wrapper that is not a module but holds one as ``.denoiser`` (the guided denoisers of ``course_lib.guidance``)
+    runs in that module's dtype and on its device.
+    """
+    inner = getattr(denoiser, "denoiser", None)
+    if not isinstance(denoiser, torch.nn.Module) and isinstance(inner, torch.nn.Module):
+        denoiser = inner
     if isinstance(denoiser, torch.nn.Module):
         p = next(iter(list(denoiser.parameters()) + list(denoiser.buffers())), None)
         if p is not None:

@@ -195,3 +195,18 @@ def test_guided_sampler_arguments():
     sched = mnist_schedule(models["denoiser"][0].config)
     assert sched.T == 500
     assert np.isfinite(x.numpy()).all()
+
+
+def test_shipped_sample_sets_match_the_shipped_models(tmp_cache, monkeypatch):
+    # the default full-mode sets ship with the kit; if a model or the set config changes, their key changes and
+    # this fails: regenerate them (python -m course_lib prepare) and copy the cache file into course_lib/pretrained
+    def refuse(*args, **kwargs):
+        raise AssertionError("guidance_sample_sets recomputed instead of loading the shipped file")
+
+    monkeypatch.setattr(gm, "sample_guided_digits", refuse)
+    models = gm.load_guidance_models(fast=False, progress=False, dev="cpu")
+    sets = gm.guidance_sample_sets(models, fast=False, progress=False)
+    cfg = gm.sample_set_config(fast=False)
+    for kind in gm.GUIDANCE_KINDS:
+        assert sorted(sets[kind]) == cfg["gammas"][kind]
+        assert sets[kind][cfg["gammas"][kind][-1]].shape == (10, cfg["per_digit"], 1, 28, 28)
