@@ -114,7 +114,8 @@ def component_mixture(mixture, k: int):
 
 
 def _alpha_bar_of(schedule: NoiseSchedule, t) -> torch.Tensor:
-    return schedule.alpha_bars[check_timestep(t, schedule.T).cpu()]
+    # t = 0 is allowed: alpha_bar_0 = 1, the clean classifier p(y | x^0)
+    return schedule.alpha_bars[check_timestep(t, schedule.T, allow_zero=True).cpu()]
 
 
 class ExactClassifier:

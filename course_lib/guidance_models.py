@@ -338,10 +338,14 @@ def guided_mnist_sampler(kind: str, models: dict, digit, gamma: float):
 
 
 def sample_guided_digits(kind: str, models: dict, digit, gamma: float, n: int = 10, *, steps: int = 25,
-                         generator: torch.Generator | None = None, x_T: torch.Tensor | None = None) -> torch.Tensor:
-    """n guided MNIST samples (n, 1, 28, 28) in [-1, 1]: DDIM (eta = 0) with ``steps`` steps, x0_hat clipped to [-1, 1].
+                         eta: float = 1.0, generator: torch.Generator | None = None,
+                         x_T: torch.Tensor | None = None) -> torch.Tensor:
+    """n guided MNIST samples (n, 1, 28, 28) in [-1, 1]: DDIM with ``steps`` steps, x0_hat clipped to [-1, 1].
 
     digit: an int (the same prompt for all n) or a long tensor (n,). ``x_T`` fixes the starting noise.
+    eta = 1 (default): DDIM's stochastic end, the chain's posterior on the sub-sequence (DDPM with jumps). With 25
+    steps it beat deterministic DDIM (eta = 0) for both kinds of guidance (classifier guidance at gamma = 8: 96.5%
+    of 200 digits recognised, Frechet distance 37, against 90% and 68), so it is the kit's default here.
     """
     from .samplers import ddim_sample
 
@@ -351,19 +355,20 @@ def sample_guided_digits(kind: str, models: dict, digit, gamma: float, n: int = 
     guided = guided_mnist_sampler(kind, models, digit, gamma)
     p = next(den.parameters())
     with threads_for(den):
-        return ddim_sample(guided, mnist_schedule(den.config), (n, 1, 28, 28), steps=steps, generator=generator,
-                           x_T=x_T, clip_x0=1.0, dtype=p.dtype, device=p.device).float().cpu()
+        return ddim_sample(guided, mnist_schedule(den.config), (n, 1, 28, 28), steps=steps, eta=eta,
+                           generator=generator, x_T=x_T, clip_x0=1.0, dtype=p.dtype, device=p.device).float().cpu()
 
 
 def sample_set_config(*, fast: bool = FAST, models: dict | None = None, per_digit: int | None = None) -> dict:
     """What a cached sample set depends on: strengths per kind, samples per digit, steps, seed and the models' keys.
 
     Full: gamma in {0, 1, 2, 3, 5, 8, 12} for classifier guidance, {1, 1.5, 2, 3, 5, 8, 12} (w = gamma - 1) for
-    classifier-free guidance, 16 samples per digit, 25 DDIM steps. FAST: 3 strengths each, 2 per digit, 10 steps.
+    classifier-free guidance, 16 samples per digit, 25 DDIM steps with eta = 1. FAST: 3 strengths each, 2 per digit,
+    10 steps.
     ``per_digit`` overrides the number of samples per digit (the bench draws more).
     """
     cfg = {"gammas": {"classifier": [0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 12.0], "cfg": [1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 12.0]},
-           "per_digit": 16, "steps": 25, "seed": 0, "version": 1}
+           "per_digit": 16, "steps": 25, "eta": 1.0, "seed": 0, "version": 2}
     if fast:
         cfg.update(gammas={"classifier": [0.0, 1.0, 5.0], "cfg": [1.0, 3.0, 8.0]}, per_digit=2, steps=10)
     if per_digit is not None:
@@ -389,8 +394,9 @@ def guidance_sample_sets(models: dict, *, fast: bool = FAST, progress: bool = Tr
 
     Column j of every set starts from the same x^T (seeded), so a strength's effect is seen on the same noise.
     Looked up in the user cache, then in the shipped ``course_lib/pretrained/guidance_samples-<key>.npz`` (the
-    default full-mode sets for the shipped models, 0.7 MiB); else computed (about 10 minutes on 2 CPU cores,
-    ~30 s per strength; seconds on a GPU) and cached as uint8, keyed by ``sample_set_config``. ``recompute=True``
+    default full-mode sets for the shipped models, 0.7 MiB); else computed (2 minutes on an idle 2-core CPU, ~9 s
+    per strength, several times that on a busy one; seconds on a GPU) and cached as uint8, keyed by
+    ``sample_set_config``. ``recompute=True``
     ignores both; ``per_digit`` overrides the set size.
     """
     import os
@@ -408,7 +414,8 @@ def guidance_sample_sets(models: dict, *, fast: bool = FAST, progress: bool = Tr
                 return {kind: {g: _from_uint8(f[f"{kind}/{g:g}"]) for g in cfg["gammas"][kind]}
                         for kind in GUIDANCE_KINDS}
     k = cfg["per_digit"]
-    x_T = torch.randn((k, 1, 28, 28), generator=torch.Generator().manual_seed(cfg["seed"]), dtype=torch.float64)
+    gen = torch.Generator().manual_seed(cfg["seed"])
+    x_T = torch.randn((k, 1, 28, 28), generator=gen, dtype=torch.float64)
     x_T = x_T.float().repeat(10, 1, 1, 1)                          # (10 k, ...): the same k noises for every digit
     digits = torch.arange(10).repeat_interleave(k)
     out: dict = {}
@@ -417,7 +424,9 @@ def guidance_sample_sets(models: dict, *, fast: bool = FAST, progress: bool = Tr
         for kind in GUIDANCE_KINDS:
             out[kind] = {}
             for g in cfg["gammas"][kind]:
-                x = sample_guided_digits(kind, models, digits, g, 10 * k, steps=cfg["steps"], x_T=x_T)
+                # the same x^T and the same sampler noise for every strength: a strength's effect on the same draws
+                x = sample_guided_digits(kind, models, digits, g, 10 * k, steps=cfg["steps"], eta=cfg["eta"], x_T=x_T,
+                                         generator=torch.Generator().manual_seed(cfg["seed"] + 1))
                 out[kind][g] = x.reshape(10, k, 1, 28, 28)
                 bar.update(1)
     path.parent.mkdir(parents=True, exist_ok=True)

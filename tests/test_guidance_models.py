@@ -137,7 +137,7 @@ def _tiny_models():
             "judge": (judge, None)}
 
 
-def test_guided_sample_sets_are_cached_and_share_their_noise(tmp_cache):
+def test_guided_sample_sets_are_cached_and_gamma_0_is_unconditional(tmp_cache):
     models = _tiny_models()
     with torch.no_grad():  # make the untrained nets do something label-dependent
         for name in ("noisy_classifier", "denoiser"):
@@ -150,10 +150,18 @@ def test_guided_sample_sets_are_cached_and_share_their_noise(tmp_cache):
         assert sorted(sets[kind]) == sorted(cfg["gammas"][kind])
         for x in sets[kind].values():
             assert x.shape == (10, cfg["per_digit"], 1, 28, 28) and x.min() >= -1 and x.max() <= 1
-    # gamma = 0: classifier guidance ignores the prompt, and every digit's column starts from the same x^T
-    zero = sets["classifier"][0.0]
-    assert torch.equal(zero[0], zero[7])
-    assert not torch.equal(sets["classifier"][5.0][0], sets["classifier"][5.0][7])
+    # gamma = 0: classifier guidance ignores the prompt: the unconditional sampler from the same x^T and noise
+    from course_lib.samplers import ddim_sample
+
+    k = cfg["per_digit"]
+    x_T = torch.randn((k, 1, 28, 28), generator=torch.Generator().manual_seed(cfg["seed"]), dtype=torch.float64)
+    den = models["denoiser"][0]
+    plain = ddim_sample(den, mnist_schedule(den.config), steps=cfg["steps"], eta=cfg["eta"],
+                        x_T=x_T.float().repeat(10, 1, 1, 1), clip_x0=1.0,
+                        generator=torch.Generator().manual_seed(cfg["seed"] + 1))
+    torch.testing.assert_close(sets["classifier"][0.0].reshape(-1, 1, 28, 28), plain.clamp(-1, 1), atol=1 / 127.5,
+                               rtol=0)
+    assert not torch.equal(sets["classifier"][5.0], sets["classifier"][0.0])  # the classifier moved them
     files = list((tmp_cache / "samples").glob("guidance-*.npz"))
     assert len(files) == 1
     again = gm.guidance_sample_sets(models, fast=True, progress=False)

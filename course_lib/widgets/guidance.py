@@ -358,7 +358,7 @@ def _check_rows(rows) -> list[dict]:
 
 
 def sample_grid(sample_sets, kind: str, gamma: float, digit: int, nrow: int | None = None) -> np.ndarray:
-    """The samples of one (kind, gamma, digit) tiled for ``imshow`` (``plotting.image_grid``, white gaps).
+    """The samples of one (kind, gamma, digit) tiled for ``imshow`` (``plotting.image_grid``, light grey gaps).
 
     sample_sets: ``check_sample_sets`` output (or raw ``guidance_sample_sets`` output). nrow: images per row
     (default ceil(sqrt(per_digit))). Returns float numpy (rows (H + 1) - 1, nrow (W + 1) - 1), pixels in [-1, 1].
@@ -370,7 +370,8 @@ def sample_grid(sample_sets, kind: str, gamma: float, digit: int, nrow: int | No
     gamma = check_strength(gamma)
     if gamma not in sets[kind]:
         raise ValueError(f"gamma: expected one of kind {kind!r}'s strengths {sorted(sets[kind])}, got {gamma:g}")
-    return image_grid(sets[kind][gamma][digit], nrow=nrow, value=1.0)
+    # ink dark on white (gray_r) like the kit's other digit grids; -0.4 draws the gaps light grey
+    return image_grid(sets[kind][gamma][digit], nrow=nrow, value=-0.4)
 
 
 def _is_checked(sets) -> bool:
@@ -675,7 +676,7 @@ class MnistGuidanceView(WidgetView):
         axd = fig.add_subplot(gs[1, 1], sharex=axr)
         self.axes = (ax, axr, axd)
         first = sample_grid(self.sets, self.kind0, self.gamma0, self.digit0, self.nrow)
-        a["images"] = ax.imshow(first, cmap="gray", vmin=-1.0, vmax=1.0, interpolation="nearest")
+        a["images"] = ax.imshow(first, cmap="gray_r", vmin=-1.0, vmax=1.0, interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_xlabel(f"{self.per_digit} samples, one starting noise xᵀ each\n(the same noises at every γ)")
