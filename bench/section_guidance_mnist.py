@@ -2,8 +2,8 @@
 
 For classifier guidance (notebook 07's unconditional U-Net + the noise-aware classifier, strength gamma) and
 classifier-free guidance (the class-conditional U-Net, gamma = 1 + w), at each strength of
-``guidance_models.sample_set_config``: PER_DIGIT samples per digit (25 DDIM steps, eta = 0, from the same x^T for
-every digit), and
+``guidance_models.sample_set_config``: PER_DIGIT samples per digit (25 DDIM steps with eta = 1, from the same x^T
+and sampler noise for every digit), and
 - "recognised": the share that the *judge* labels as the prompt digit. The judge is ``mnist_models``' clean
   classifier (trained on clean digits only, its test accuracy is printed), never the guidance classifier;
 - "diversity": mean pairwise distance of the judge's features within a digit's samples over the same for real
@@ -32,6 +32,7 @@ def guidance_mnist():
     from course_lib import guidance_models as gm
     from course_lib import mnist_models as mm
     from course_lib import mnist_tensors
+    from course_lib._runtime import recommended_threads
 
     header = ["guidance", "strength", "recognised by the judge", "diversity", "Fréchet distance"]
     needed = ((mm.DENOISER_NAME, mm.mnist_diffusion_config()),
@@ -70,6 +71,7 @@ def guidance_mnist():
                  f"{_real_floor(judge, x_test, ref, g):.1f}"])
 
     digits = torch.arange(10)
+    threads = recommended_threads(models["denoiser"][0])  # what sample_guided_digits runs with (threads_for)
     for kind in gm.GUIDANCE_KINDS:
         for gamma in (3.0,):
             times = []
@@ -78,9 +80,9 @@ def guidance_mnist():
                 gm.sample_guided_digits(kind, models, digits, gamma, 10, steps=25,
                                         generator=torch.Generator().manual_seed(i))
                 times.append(time.perf_counter() - t1)
-            rows.append([f"time: 10 {names[kind]} digits, 25 DDIM steps", f"gamma = {gamma:g}",
-                         f"{fmt_seconds(statistics.median(times[1:]))} (target 2 s; {torch.get_num_threads()} "
-                         f"threads outside the sampler)", "-", "-"])
+            rows.append([f"time: 10 {names[kind]} digits, 25 DDIM steps (eta = 1)", f"gamma = {gamma:g}",
+                         f"{fmt_seconds(statistics.median(times[1:]))} (target 2 s; {threads} threads, float32)",
+                         "-", "-"])
     note = (f"{PER_DIGIT} samples per digit and strength, {10 * PER_DIGIT} per row, drawn in {seconds / 60:.1f} min "
             f"(cached afterwards); judge = clean classifier, test accuracy {judge_acc:.2%}; Fréchet against {N_REF} "
             f"real test digits")

@@ -368,7 +368,7 @@ def sample_set_config(*, fast: bool = FAST, models: dict | None = None, per_digi
     ``per_digit`` overrides the number of samples per digit (the bench draws more).
     """
     cfg = {"gammas": {"classifier": [0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 12.0], "cfg": [1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 12.0]},
-           "per_digit": 16, "steps": 25, "eta": 1.0, "seed": 0, "version": 2}
+           "per_digit": 16, "steps": 25, "eta": 1.0, "seed": 0, "version": 3}
     if fast:
         cfg.update(gammas={"classifier": [0.0, 1.0, 5.0], "cfg": [1.0, 3.0, 8.0]}, per_digit=2, steps=10)
     if per_digit is not None:
@@ -392,12 +392,12 @@ def guidance_sample_sets(models: dict, *, fast: bool = FAST, progress: bool = Tr
                          per_digit: int | None = None) -> dict:
     """Guided samples for every kind, strength and digit: {kind: {gamma: (10, per_digit, 1, 28, 28) in [-1, 1]}}.
 
-    Column j of every set starts from the same x^T (seeded), so a strength's effect is seen on the same noise.
-    Looked up in the user cache, then in the shipped ``course_lib/pretrained/guidance_samples-<key>.npz`` (the
-    default full-mode sets for the shipped models, 0.7 MiB); else computed (2 minutes on an idle 2-core CPU, ~9 s
-    per strength, several times that on a busy one; seconds on a GPU) and cached as uint8, keyed by
-    ``sample_set_config``. ``recompute=True``
-    ignores both; ``per_digit`` overrides the set size.
+    Column j of every set starts from the same x^T and gets the same sampler noise (seeded), so the sets differ
+    only by prompt and strength. Looked up in the user cache, then in the shipped
+    ``course_lib/pretrained/guidance_samples-<key>.npz`` (the default full-mode sets for the shipped models,
+    0.7 MiB); else computed (2-3 minutes on an idle 2-core CPU, ~10 s per strength, several times that on a busy
+    one; seconds on a GPU) and cached as uint8, keyed by ``sample_set_config``. ``recompute=True`` ignores both;
+    ``per_digit`` overrides the set size.
     """
     import os
 
@@ -414,20 +414,19 @@ def guidance_sample_sets(models: dict, *, fast: bool = FAST, progress: bool = Tr
                 return {kind: {g: _from_uint8(f[f"{kind}/{g:g}"]) for g in cfg["gammas"][kind]}
                         for kind in GUIDANCE_KINDS}
     k = cfg["per_digit"]
-    gen = torch.Generator().manual_seed(cfg["seed"])
-    x_T = torch.randn((k, 1, 28, 28), generator=gen, dtype=torch.float64)
-    x_T = x_T.float().repeat(10, 1, 1, 1)                          # (10 k, ...): the same k noises for every digit
-    digits = torch.arange(10).repeat_interleave(k)
+    x_T = torch.randn((k, 1, 28, 28), generator=torch.Generator().manual_seed(cfg["seed"]), dtype=torch.float64).float()
     out: dict = {}
     total = sum(len(v) for v in cfg["gammas"].values())
     with tqdm(total=total, desc="guided samples", disable=not progress, leave=False) as bar:
         for kind in GUIDANCE_KINDS:
             out[kind] = {}
             for g in cfg["gammas"][kind]:
-                # the same x^T and the same sampler noise for every strength: a strength's effect on the same draws
-                x = sample_guided_digits(kind, models, digits, g, 10 * k, steps=cfg["steps"], eta=cfg["eta"], x_T=x_T,
+                # every digit and every strength gets the same k starting noises and the same sampler noise, so
+                # the sets differ only by the prompt and the strength (at gamma = 0 all ten digits' rows coincide)
+                out[kind][g] = torch.stack([
+                    sample_guided_digits(kind, models, d, g, k, steps=cfg["steps"], eta=cfg["eta"], x_T=x_T,
                                          generator=torch.Generator().manual_seed(cfg["seed"] + 1))
-                out[kind][g] = x.reshape(10, k, 1, 28, 28)
+                    for d in range(10)])
                 bar.update(1)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")

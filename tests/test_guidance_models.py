@@ -139,10 +139,22 @@ def _tiny_models():
 
 def test_guided_sample_sets_are_cached_and_gamma_0_is_unconditional(tmp_cache):
     models = _tiny_models()
-    with torch.no_grad():  # make the untrained nets do something label-dependent
-        for name in ("noisy_classifier", "denoiser"):
-            for p in models[name][0].parameters():
-                p.normal_(0, 0.05)
+    with torch.no_grad():  # make the untrained U-Net predict something
+        for p in models["denoiser"][0].parameters():
+            p.normal_(0, 0.05)
+
+    class Pull(torch.nn.Module):
+        """A stand-in noise-aware classifier with a strong, label-dependent gradient: logits = 3 x W."""
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.randn(784, 10, generator=torch.Generator().manual_seed(5)))
+            self.config = {"stand-in": "pull"}
+
+        def forward(self, x, t):
+            return 3.0 * x.flatten(1) @ self.w
+
+    models["noisy_classifier"] = (Pull(), None)
     sets = gm.guidance_sample_sets(models, fast=True, progress=False)
     cfg = gm.sample_set_config(fast=True)
     assert set(sets) == set(gm.GUIDANCE_KINDS)
@@ -150,18 +162,19 @@ def test_guided_sample_sets_are_cached_and_gamma_0_is_unconditional(tmp_cache):
         assert sorted(sets[kind]) == sorted(cfg["gammas"][kind])
         for x in sets[kind].values():
             assert x.shape == (10, cfg["per_digit"], 1, 28, 28) and x.min() >= -1 and x.max() <= 1
-    # gamma = 0: classifier guidance ignores the prompt: the unconditional sampler from the same x^T and noise
+    # gamma = 0: classifier guidance ignores the prompt: every digit's row is the unconditional sampler's output
+    # from the same x^T and sampler noise
     from course_lib.samplers import ddim_sample
 
+    zero = sets["classifier"][0.0]
+    assert torch.equal(zero[0], zero[7])
+    assert not torch.equal(sets["classifier"][5.0][0], sets["classifier"][5.0][7])  # the classifier moved them
     k = cfg["per_digit"]
     x_T = torch.randn((k, 1, 28, 28), generator=torch.Generator().manual_seed(cfg["seed"]), dtype=torch.float64)
     den = models["denoiser"][0]
-    plain = ddim_sample(den, mnist_schedule(den.config), steps=cfg["steps"], eta=cfg["eta"],
-                        x_T=x_T.float().repeat(10, 1, 1, 1), clip_x0=1.0,
-                        generator=torch.Generator().manual_seed(cfg["seed"] + 1))
-    torch.testing.assert_close(sets["classifier"][0.0].reshape(-1, 1, 28, 28), plain.clamp(-1, 1), atol=1 / 127.5,
-                               rtol=0)
-    assert not torch.equal(sets["classifier"][5.0], sets["classifier"][0.0])  # the classifier moved them
+    plain = ddim_sample(den, mnist_schedule(den.config), steps=cfg["steps"], eta=cfg["eta"], x_T=x_T.float(),
+                        clip_x0=1.0, generator=torch.Generator().manual_seed(cfg["seed"] + 1))
+    torch.testing.assert_close(zero[3], plain.clamp(-1, 1), atol=1 / 127.5, rtol=0)
     files = list((tmp_cache / "samples").glob("guidance-*.npz"))
     assert len(files) == 1
     again = gm.guidance_sample_sets(models, fast=True, progress=False)
