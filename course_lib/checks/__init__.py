@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import torch
 
-__all__ = ["ExerciseError", "call_student", "diagnose", "expect", "passed"]
+__all__ = ["ExerciseError", "call_student", "diagnose", "expect", "misshaped_alpha_bar", "passed"]
 
 
 class ExerciseError(AssertionError):
@@ -58,6 +58,21 @@ def expect(condition: bool, message: str) -> None:
     """Raise ``ExerciseError(message)`` unless ``condition`` holds."""
     if not condition:
         raise ExerciseError(message)
+
+
+def misshaped_alpha_bar(alpha_bar_t: torch.Tensor, formula) -> dict:
+    """The silent broadcasting mistake with a batch of images, for ``diagnose``'s ``mistakes``.
+
+    alpha_bar_t (n,) used as shape (n,) or (n, 1) against images (n, 1, 28, 28) broadcasts along the width or the
+    height instead of the images; with n = 28 nothing raises (other n fail loudly and ``call_student`` explains).
+    ``formula(ab)`` computes the answer with a given ab. Returns {message: wrong answer}, empty unless n == 28.
+    """
+    n = alpha_bar_t.shape[0]
+    if n != 28:
+        return {}
+    return {f"alpha_bar_t has shape {shape}, which broadcasts along the image {axis}, not along the images: "
+            "reshape it to (n, 1, 1, 1) with .view(-1, 1, 1, 1)": formula(alpha_bar_t.view(shape))
+            for shape, axis in (((n,), "width (the last axis)"), ((n, 1), "height (the next-to-last axis)"))}
 
 
 def _as_tensor(x) -> torch.Tensor:

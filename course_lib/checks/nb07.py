@@ -20,7 +20,7 @@ import torch
 
 from ..schedules import NoiseSchedule
 from ..unet import timestep_embedding
-from . import ExerciseError, call_student, diagnose, passed
+from . import ExerciseError, call_student, diagnose, misshaped_alpha_bar, passed
 
 __all__ = ["check_ddim_step", "check_predict_x0", "check_time_embedding"]
 
@@ -96,13 +96,8 @@ def check_predict_x0(fn) -> bool:
         ab = s.alpha_bars[t].view(-1, 1, 1, 1)
         a = s.alphas[t].view(-1, 1, 1, 1)
         first = s.alpha_bars[t[0]]
-        mistakes = {}
-        if n == 28:  # a wrongly shaped alpha_bar_t broadcasts silently along the width or height, not the images
-            for shape, axis in (((n,), "width (the last axis)"), ((n, 1), "height (the next-to-last axis)")):
-                wrong = s.alpha_bars[t].view(shape)
-                mistakes[f"alpha_bar_t has shape {shape}, which broadcasts along the image {axis}, not along the "
-                         "images: reshape it to (n, 1, 1, 1) with .view(-1, 1, 1, 1)"] = \
-                    (x_t - (1 - wrong).sqrt() * eps) / wrong.sqrt()
+        mistakes = misshaped_alpha_bar(s.alpha_bars[t],
+                                       lambda ab_, x=x_t, e=eps: (x - (1 - ab_).sqrt() * e) / ab_.sqrt())
         mistakes.update({
             "you used one step t[0] for every image; each image has its own t (index alpha_bars with the whole t)":
                 (x_t - (1 - first).sqrt() * eps) / first.sqrt(),

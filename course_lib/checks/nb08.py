@@ -18,7 +18,7 @@ import torch
 
 from ..guidance import classifier_log_prob_grad
 from ..schedules import NoiseSchedule
-from . import ExerciseError, call_student, diagnose, passed
+from . import ExerciseError, call_student, diagnose, misshaped_alpha_bar, passed
 
 __all__ = ["check_cfg_eps", "check_guided_eps", "check_log_prob_grad"]
 
@@ -177,13 +177,8 @@ def check_guided_eps(fn) -> bool:
         a = s.alphas[t].view(-1, 1, 1, 1)
         first = s.alpha_bars[t[0]]
         sd = (1 - ab).sqrt()
-        mistakes = {}
-        if n == 28:  # a wrongly shaped alpha_bar_t broadcasts silently along the width or height, not the images
-            for shape, axis in (((n,), "width (the last axis)"), ((n, 1), "height (the next-to-last axis)")):
-                wrong = s.alpha_bars[t].view(shape)
-                mistakes[f"alpha_bar_t has shape {shape}, which broadcasts along the image {axis}, not along the "
-                         "images: reshape it to (n, 1, 1, 1) with .view(-1, 1, 1, 1)"] = \
-                    eps - gamma * (1 - wrong).sqrt() * grad
+        mistakes = misshaped_alpha_bar(s.alpha_bars[t],
+                                       lambda ab_, e=eps, g_=gamma, d=grad: e - g_ * (1 - ab_).sqrt() * d)
         mistakes.update({
             "sign error: guidance moves x^t up the classifier's log-probability, so its eps moves the other way: "
             "eps_hat - gamma sqrt(1 - alpha_bar_t) grad": eps + gamma * sd * grad,
