@@ -10,6 +10,12 @@ STUDENT_DIR ?= build/student
 SUBMISSIONS ?= submissions
 GRADES ?= grades.csv
 GRADE_TIMEOUT ?= 600
+# NO_SANDBOX=1: grade without bubblewrap (a Mac); no isolation, and every CSV row says so
+NO_SANDBOX ?=
+# PyTorch build, installed before the kit (tools/torch_install.py): auto = the CPU build on Linux/Windows without an
+# NVIDIA driver, the CUDA build for the driver's CUDA version with one, PyPI's on macOS; a torch already in .venv is
+# left alone. cpu, cuda, cu126, pypi, ... choose it, and replace a different build already in .venv.
+TORCH_BACKEND ?= auto
 # JupyterLab refuses to start as root (containers, CI) unless told it may.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
@@ -20,10 +26,14 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python tools/torch_install.py --backend '$(TORCH_BACKEND)'
 	$(BIN)/python -m pip install -e '.[jupyter,dev,browser]'
 	touch $@
 
 setup: $(STAMP)
+ifneq ($(TORCH_BACKEND),auto)
+	$(BIN)/python tools/torch_install.py --backend '$(TORCH_BACKEND)'
+endif
 
 lab: setup  ## open JupyterLab on notebooks/
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(ROOT_FLAG) $(LAB_ARGS)
@@ -44,7 +54,8 @@ student: setup  ## the student version of every notebook into $(STUDENT_DIR)
 	$(BIN)/python -m course_lib student --out $(STUDENT_DIR)
 
 grade: setup  ## grade $(SUBMISSIONS)/<student>/NN_name.ipynb into $(GRADES)
-	$(BIN)/python -m course_lib grade $(SUBMISSIONS) --out $(GRADES) --timeout $(GRADE_TIMEOUT)
+	$(BIN)/python -m course_lib grade $(SUBMISSIONS) --out $(GRADES) --timeout $(GRADE_TIMEOUT) \
+		$(if $(NO_SANDBOX),--no-sandbox,)
 
 prepare: setup  ## load or train every model the notebooks use (before a lecture)
 	$(BIN)/python -m course_lib prepare

@@ -2,14 +2,17 @@
 
 For classifier guidance (notebook 07's unconditional U-Net + the noise-aware classifier, strength gamma) and
 classifier-free guidance (the class-conditional U-Net, gamma = 1 + w), at each strength of
-``guidance_models.sample_set_config``: PER_DIGIT samples per digit (25 DDIM steps with eta = 1, from the same x^T
-and sampler noise for every digit), and
+``guidance_models.sample_set_config``: PER_DIGIT samples per digit (25 DDIM steps with eta = 1), every image from
+its own x^T and sampler noise (``guidance_sample_sets(..., independent=True)``: the notebook's sets share column j's
+noise across the prompts, so at gamma = 0 their ten rows are copies of PER_DIGIT images), and
 - "recognised": the share that the *judge* labels as the prompt digit. The judge is ``mnist_models``' clean
-  classifier (trained on clean digits only, its test accuracy is printed), never the guidance classifier;
+  classifier (trained on clean digits only, its test accuracy is printed), never the guidance classifier. At
+  classifier guidance's gamma = 0 the prompt is ignored (the unconditional U-Net): the chance level, 10%;
 - "diversity": mean pairwise distance of the judge's features within a digit's samples over the same for real
   test digits of that digit (1 = as varied as the data), averaged over digits;
 - "Fréchet": the Fréchet distance between Gaussians fitted to the judge's features of all 10 x PER_DIGIT samples
-  and of N_REF real test digits (lower = closer to the data; biased upwards at small sample sizes, so compare rows).
+  and of N_REF real test digits (lower = closer to the data; biased upwards at small sample sizes, so compare rows:
+  "distinct images" gives how many each rests on, 10 x PER_DIGIT when no image is counted twice).
 Then the time to draw 10 guided digits (one of each) with 25 DDIM steps, median of 5, in float32 with the
 library's thread policy (all cores for the U-Net). ``COURSE_BENCH_GUIDANCE_PER_DIGIT`` overrides PER_DIGIT.
 """
@@ -34,7 +37,7 @@ def guidance_mnist():
     from course_lib import mnist_tensors
     from course_lib._runtime import recommended_threads
 
-    header = ["guidance", "strength", "recognised by the judge", "diversity", "Fréchet distance"]
+    header = ["guidance", "strength", "recognised by the judge", "diversity", "Fréchet distance", "distinct images"]
     needed = ((mm.DENOISER_NAME, mm.mnist_diffusion_config()),
               (mm.COND_DENOISER_NAME, mm.mnist_diffusion_config(conditional=True)),
               (gm.NOISY_CLASSIFIER_NAME, gm.noisy_classifier_config()),
@@ -43,7 +46,7 @@ def guidance_mnist():
     title = "Guidance on MNIST (notebook 08)"
     if missing:
         return (title, header, [[f"no weights for {', '.join(missing)}: run `python -m course_lib.mnist_models "
-                                 "--train-pretrained`", "-", "-", "-", "-"]])
+                                 "--train-pretrained`", "-", "-", "-", "-", "-"]])
     dev = torch.device("cpu")
     models = gm.load_guidance_models(fast=False, progress=False, dev=dev)
     judge, judge_info = models["judge"]
@@ -54,21 +57,25 @@ def guidance_mnist():
     judge_acc = mm.classifier_accuracy(judge, x_test, y_test)
 
     t0 = time.perf_counter()
-    sets = gm.guidance_sample_sets(models, fast=False, progress=False, per_digit=PER_DIGIT)
+    sets = gm.guidance_sample_sets(models, fast=False, progress=False, per_digit=PER_DIGIT, independent=True)
     seconds = time.perf_counter() - t0
     table = gm.tradeoff_table(sets, judge, (x_test[ref], y_test[ref]), frechet=True)
     names = {"classifier": "classifier guidance", "cfg": "classifier-free"}
     rows = []
     for kind in gm.GUIDANCE_KINDS:
         kind_rows = [r for r in table if r["kind"] == kind]
-        best = max(r["recognised"] for r in kind_rows)
+        best = max(r["recognised"] for r in kind_rows if not r["unconditional"])
         for r in kind_rows:
             strength = f"gamma = {r['gamma']:g}" + (f" (w = {r['gamma'] - 1:g})" if kind == "cfg" else "")
-            mark = " (best)" if r["recognised"] == best else ""
+            if r["unconditional"]:
+                strength += " (unconditional)"
+                mark = " (chance: the prompt is ignored)"
+            else:
+                mark = " (best)" if r["recognised"] == best else ""
             rows.append([names[kind], strength, f"{r['recognised']:.1%}{mark}", f"{r['diversity']:.2f}",
-                         f"{r['frechet']:.1f}"])
+                         f"{r['frechet']:.1f}", str(r["images"])])
     rows.append(["real test digits (floor)", "-", f"{judge_acc:.1%} (judge's test accuracy)", "1.00",
-                 f"{_real_floor(judge, x_test, ref, g):.1f}"])
+                 f"{_real_floor(judge, x_test, ref, g):.1f}", str(10 * PER_DIGIT)])
 
     digits = torch.arange(10)
     threads = recommended_threads(models["denoiser"][0])  # what sample_guided_digits runs with (threads_for)
@@ -82,8 +89,9 @@ def guidance_mnist():
                 times.append(time.perf_counter() - t1)
             rows.append([f"time: 10 {names[kind]} digits, 25 DDIM steps (eta = 1)", f"gamma = {gamma:g}",
                          f"{fmt_seconds(statistics.median(times[1:]))} (target 2 s; {threads} threads, float32)",
-                         "-", "-"])
-    note = (f"{PER_DIGIT} samples per digit and strength, {10 * PER_DIGIT} per row, drawn in {seconds / 60:.1f} min "
+                         "-", "-", "-"])
+    note = (f"{PER_DIGIT} samples per digit and strength, {10 * PER_DIGIT} per row, each from its own starting and "
+            f"sampler noise, drawn in {seconds / 60:.1f} min "
             f"(cached afterwards); judge = clean classifier, test accuracy {judge_acc:.2%}; Fréchet against {N_REF} "
             f"real test digits")
     return (f"{title}: {note}", header, rows)

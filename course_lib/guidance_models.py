@@ -15,9 +15,10 @@ MNIST (shipped weights in ``course_lib/pretrained``; the cosine schedule with T 
   guidance classifier.
 - ``guided_mnist_sampler(kind, ...)``: the guided denoiser for ``kind`` "classifier" (strength gamma) or "cfg"
   (gamma = 1 + w). ``sample_guided_digits``: DDIM samples for a digit and strength.
-- ``guidance_sample_sets``: samples per (kind, strength, digit) on one x^T per column, cached as uint8 in the user
-  cache (``python -m course_lib prepare`` makes them), with the trade-off ``tradeoff_table``: how often the judge
-  recognises the prompt digit and how varied the samples are, per strength.
+- ``guidance_sample_sets``: samples per (kind, strength, digit) on one x^T per column (or, ``independent=True``, one
+  per image), cached as uint8 in the user cache (``python -m course_lib prepare`` makes them), with the trade-off
+  ``tradeoff_table``: how often the judge recognises the prompt digit and how varied the samples are, per strength,
+  each image scored once (``ignores_prompt``: where the prompt cannot matter, the shared columns are copies).
 
 Images are (n, 1, 28, 28) float32 in [-1, 1], as in ``mnist_models``.
 """
@@ -59,6 +60,7 @@ __all__ = [
     "cached_toy_cond_denoiser",
     "guidance_sample_sets",
     "guided_mnist_sampler",
+    "ignores_prompt",
     "load_guidance_models",
     "load_or_train_noisy_classifier",
     "noisy_accuracy",
@@ -359,13 +361,16 @@ def sample_guided_digits(kind: str, models: dict, digit, gamma: float, n: int = 
                            generator=generator, x_T=x_T, clip_x0=1.0, dtype=p.dtype, device=p.device).float().cpu()
 
 
-def sample_set_config(*, fast: bool = FAST, models: dict | None = None, per_digit: int | None = None) -> dict:
+def sample_set_config(*, fast: bool = FAST, models: dict | None = None, per_digit: int | None = None,
+                      independent: bool = False) -> dict:
     """What a cached sample set depends on: strengths per kind, samples per digit, steps, seed and the models' keys.
 
     Full: gamma in {0, 1, 2, 3, 5, 8, 12} for classifier guidance, {1, 1.5, 2, 3, 5, 8, 12} (w = gamma - 1) for
     classifier-free guidance, 16 samples per digit, 25 DDIM steps with eta = 1. FAST: 3 strengths each, 2 per digit,
     10 steps.
-    ``per_digit`` overrides the number of samples per digit (the bench draws more).
+    ``per_digit`` overrides the number of samples per digit (the bench draws more). ``independent=True`` (every
+    image its own noise, see ``guidance_sample_sets``) adds ``"noise": "per image"``; the default sets' key is
+    unchanged by the option.
     """
     cfg = {"gammas": {"classifier": [0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 12.0], "cfg": [1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 12.0]},
            "per_digit": 16, "steps": 25, "eta": 1.0, "seed": 0, "version": 3}
@@ -375,6 +380,8 @@ def sample_set_config(*, fast: bool = FAST, models: dict | None = None, per_digi
         if isinstance(per_digit, bool) or not isinstance(per_digit, int) or per_digit < 1:
             raise ValueError(f"per_digit: expected a positive integer, got {describe(per_digit)}")
         cfg["per_digit"] = per_digit
+    if independent:
+        cfg["noise"] = "per image"
     if models is not None:
         cfg["models"] = {k: config_key(getattr(m, "config", {})) for k, (m, _) in models.items()}
     return cfg
@@ -389,15 +396,21 @@ def _from_uint8(a: np.ndarray) -> torch.Tensor:
 
 
 def guidance_sample_sets(models: dict, *, fast: bool = FAST, progress: bool = True, recompute: bool = False,
-                         per_digit: int | None = None) -> dict:
+                         per_digit: int | None = None, independent: bool = False) -> dict:
     """Guided samples for every kind, strength and digit: {kind: {gamma: (10, per_digit, 1, 28, 28) in [-1, 1]}}.
 
-    Column j of every set starts from the same x^T and gets the same sampler noise (seeded), so the sets differ
-    only by prompt and strength. Looked up in the user cache, then in the shipped
-    ``course_lib/pretrained/guidance_samples-<key>.npz`` (the default full-mode sets for the shipped models,
-    0.7 MiB); else computed (2-3 minutes on an idle 2-core CPU, ~10 s per strength, several times that on a busy
-    one; seconds on a GPU) and cached as uint8, keyed by ``sample_set_config``. ``recompute=True`` ignores both;
-    ``per_digit`` overrides the set size.
+    Default (what the grids show): column j of every set starts from the same x^T and gets the same sampler noise
+    (seeded), so the sets differ only by prompt and strength. Where the prompt cannot matter (``ignores_prompt``:
+    classifier guidance at gamma = 0) the ten rows are then the *same* per_digit images, and at other strengths the
+    images of a column are alike: ``tradeoff_table`` scores each image once, but a statistic pooled over the
+    digits (the Frechet distance) rests on per_digit images there. ``independent=True`` draws every image from its
+    own x^T and sampler noise (row d's noises are still the same at every strength and for both kinds; row 0 is the
+    default sets' row), so every set holds 10 x per_digit independent samples: what the bench scores.
+
+    Looked up in the user cache, then in the shipped ``course_lib/pretrained/guidance_samples-<key>.npz`` (the
+    default full-mode sets for the shipped models, 0.7 MiB); else computed (2-3 minutes on an idle 2-core CPU,
+    ~10 s per strength, several times that on a busy one; seconds on a GPU) and cached as uint8, keyed by
+    ``sample_set_config``. ``recompute=True`` ignores both; ``per_digit`` overrides the set size.
     """
     import os
 
@@ -405,7 +418,7 @@ def guidance_sample_sets(models: dict, *, fast: bool = FAST, progress: bool = Tr
 
     from .checkpoints import PRETRAINED_DIR
 
-    cfg = sample_set_config(fast=fast, models=models, per_digit=per_digit)
+    cfg = sample_set_config(fast=fast, models=models, per_digit=per_digit, independent=independent)
     key = config_key(cfg)
     path = cache_dir() / "samples" / f"guidance-{key}.npz"
     for candidate in (path, PRETRAINED_DIR / f"guidance_samples-{key}.npz"):
@@ -414,18 +427,23 @@ def guidance_sample_sets(models: dict, *, fast: bool = FAST, progress: bool = Tr
                 return {kind: {g: _from_uint8(f[f"{kind}/{g:g}"]) for g in cfg["gammas"][kind]}
                         for kind in GUIDANCE_KINDS}
     k = cfg["per_digit"]
-    x_T = torch.randn((k, 1, 28, 28), generator=torch.Generator().manual_seed(cfg["seed"]), dtype=torch.float64).float()
+    # (1, k, ...) shared by the ten digits, or (10, k, ...): one noise per image (its first row = the shared one)
+    x_T = torch.randn((10 if independent else 1, k, 1, 28, 28), generator=torch.Generator().manual_seed(cfg["seed"]),
+                      dtype=torch.float64).float()
     out: dict = {}
     total = sum(len(v) for v in cfg["gammas"].values())
     with tqdm(total=total, desc="guided samples", disable=not progress, leave=False) as bar:
         for kind in GUIDANCE_KINDS:
             out[kind] = {}
             for g in cfg["gammas"][kind]:
-                # every digit and every strength gets the same k starting noises and the same sampler noise, so
-                # the sets differ only by the prompt and the strength (at gamma = 0 all ten digits' rows coincide)
+                # every strength gets the same starting and sampler noises; by default so does every digit (the
+                # sets differ only by the prompt and the strength, and at gamma = 0 all ten digits' rows coincide),
+                # independent: digit d its own (row d of x_T, sampler seed + 1 + d)
                 out[kind][g] = torch.stack([
-                    sample_guided_digits(kind, models, d, g, k, steps=cfg["steps"], eta=cfg["eta"], x_T=x_T,
-                                         generator=torch.Generator().manual_seed(cfg["seed"] + 1))
+                    sample_guided_digits(kind, models, d, g, k, steps=cfg["steps"], eta=cfg["eta"],
+                                         x_T=x_T[d if independent else 0],
+                                         generator=torch.Generator().manual_seed(cfg["seed"] + 1
+                                                                                 + (d if independent else 0)))
                     for d in range(10)])
                 bar.update(1)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -434,6 +452,29 @@ def guidance_sample_sets(models: dict, *, fast: bool = FAST, progress: bool = Tr
     os.replace(tmp, path)
     # what comes back from the cache is uint8-rounded: hand back the same values now
     return {kind: {g: _from_uint8(_to_uint8(x)) for g, x in sets.items()} for kind, sets in out.items()}
+
+
+def ignores_prompt(kind: str, gamma: float) -> bool:
+    """True where the sampler cannot use the prompt: classifier guidance at gamma = 0 (the unconditional U-Net).
+
+    There "recognised as the prompt" is the chance level: the judge's verdict does not depend on the prompt, so the
+    share is 1/10 on average, and exactly 1/10 where every image is scored against all ten prompts: in the default
+    sample sets (one noise per column, shared by the prompts) the ten rows of such a strength are copies.
+    """
+    return kind == "classifier" and float(gamma) == 0.0
+
+
+def _first_in_column(x: torch.Tensor) -> torch.Tensor:
+    """(10, k, ...) images -> bool (10, k): False for an image identical to one of an earlier row in its column.
+
+    Sets that share column j's noise across the prompts repeat one draw down a column where the prompt changes
+    nothing: those copies are one sample. (Identical images in different columns are different draws and count.)
+    """
+    n, k = x.shape[:2]
+    flat = x.reshape(n, k, -1)
+    same = (flat[:, None] == flat[None]).all(-1)                       # (n, n, k): image (d, j) == image (e, j)
+    earlier = torch.ones(n, n, dtype=torch.bool).tril(-1)             # [d, e]: e < d
+    return ~(same & earlier[:, :, None]).any(1)
 
 
 def _diversity(features: torch.Tensor) -> float:
@@ -454,8 +495,17 @@ def tradeoff_table(sample_sets: dict, judge: nn.Module, reference: tuple[torch.T
     reference: real digits (x (m, 1, 28, 28) in [-1, 1], labels (m,)) for the diversity ratio (and the Frechet
     distance): ``diversity`` = mean pairwise feature distance within each digit's samples divided by the same for
     real digits of that class, averaged over digits (1 = as varied as the data, 0 = one image repeated).
-    Returns rows {"kind", "gamma", "recognised", "diversity"[, "frechet"]}.
+    Every image is scored once: ``images`` counts the distinct ones, an image repeated down its column (the same
+    noise under another prompt that changed nothing) counting once, and the Frechet distance (Gaussians fitted
+    to the judge's features of those images and of the reference) uses them. ``unconditional``: the prompt cannot
+    matter (``ignores_prompt``, or every column is one image): "recognised" is then the chance level, 10% on
+    average (exactly 10% for copies: each image is scored once against every prompt). A Frechet distance on fewer
+    images is biased upwards against the other rows (a warning says so): draw the sets with
+    ``guidance_sample_sets(..., independent=True)`` to compare them.
+    Returns rows {"kind", "gamma", "recognised", "images", "unconditional", "diversity"[, "frechet"]}.
     """
+    import warnings
+
     from .fid import frechet_distance
     from .mnist_models import classifier_features
 
@@ -465,7 +515,7 @@ def tradeoff_table(sample_sets: dict, judge: nn.Module, reference: tuple[torch.T
         xr, yr = reference
         ref_feats = classifier_features(judge, xr)
         ref_div = [_diversity(ref_feats[yr == d]) for d in range(10)]
-    rows = []
+    rows, short = [], []
     for kind, sets in sample_sets.items():
         for g, x in sets.items():
             flat = x.reshape(-1, 1, 28, 28)
@@ -473,10 +523,20 @@ def tradeoff_table(sample_sets: dict, judge: nn.Module, reference: tuple[torch.T
             labels = torch.arange(10).repeat_interleave(per)
             feats = classifier_features(judge, flat.clamp(-1, 1))
             pred = judge.out(feats.float()).argmax(1)
-            row = {"kind": kind, "gamma": float(g), "recognised": float((pred == labels).float().mean())}
+            keep = _first_in_column(x).reshape(-1)
+            images = int(keep.sum())
+            row = {"kind": kind, "gamma": float(g), "recognised": float((pred == labels).float().mean()),
+                   "images": images, "unconditional": ignores_prompt(kind, g) or images == per}
             if ref_div is not None:
                 row["diversity"] = float(np.nanmean([_diversity(feats[labels == d]) / ref_div[d] for d in range(10)]))
             if frechet and ref_feats is not None:
-                row["frechet"] = frechet_distance(feats, ref_feats)
+                row["frechet"] = frechet_distance(feats[keep], ref_feats)
+                if images < flat.shape[0]:
+                    short.append(f"{kind} {float(g):g} ({images} of {flat.shape[0]})")
             rows.append(row)
+    if short:
+        warnings.warn("tradeoff_table: the Frechet distances of " + ", ".join(short) + " rest on fewer distinct "
+                      "images than their rows hold (copies down a column counted once), so they are biased upwards "
+                      "against the others: draw the sets with guidance_sample_sets(..., independent=True) to compare "
+                      "them", stacklevel=2)
     return rows

@@ -13,7 +13,8 @@ Toy figures take a labelled 2-D ``GaussianMixture`` (label = component) and poin
 - ``plot_direct_route``, ``plot_gamma_one_check``, ``plot_tilted_vs_guided``, ``plot_classifier_maps``,
   ``plot_classifier_curves``, ``plot_gradient_field``, ``plot_sample_overlay``: the toy figures.
 - ``plot_guidance_grids``, ``plot_noisy_accuracy``, ``plot_tradeoff``: the MNIST figures (images (n, 1, 28, 28)
-  in [-1, 1]; sample sets as ``guidance_models.guidance_sample_sets`` returns them).
+  in [-1, 1]; sample sets as ``guidance_models.guidance_sample_sets`` returns them), and ``tradeoff_markdown``:
+  the trade-off table as printed (the chance level named where the prompt is ignored).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ __all__ = [
     "plot_tradeoff",
     "sample_tilted",
     "tilted_region_shares",
+    "tradeoff_markdown",
 ]
 
 LIM = (-3.0, 3.0)
@@ -503,6 +505,7 @@ def plot_tradeoff(rows: list[dict]):
         if all("diversity" in r for r in sel):
             axes[1].plot(g, [r["diversity"] for r in sel], marker="o", color=KIND_COLORS.get(kind),
                          label=KIND_NAMES.get(kind, kind))
+    axes[0].axhline(10, color=COLORS["prior"], ls=":", label="chance (10%): the prompt ignored")
     axes[1].axhline(1.0, color=COLORS["truth"], ls="--", lw=1.2, label="real digits")
     label(axes[0], "guidance strength $\\gamma$ (= 1 + w)", "recognised as the prompt (%)",
           "the judge agrees with the prompt")
@@ -513,3 +516,24 @@ def plot_tradeoff(rows: list[dict]):
     for ax in axes:
         ax.legend()
     return fig
+
+
+def tradeoff_markdown(rows: list[dict]) -> str:
+    """``tradeoff_table`` rows as a markdown table: guidance, gamma, w (classifier-free), recognised, diversity,
+    the Frechet distance where the rows have one, and the distinct images each row rests on. Where a row is
+    ``unconditional`` (the prompt is ignored: classifier guidance at gamma = 0) "recognised" is marked as the
+    chance level it is."""
+    from .metrics import markdown_table
+
+    table = []
+    for r in rows:
+        rec = f"{r['recognised']:.1%}" + (" (chance: prompt ignored)" if r.get("unconditional") else "")
+        table.append({**r, "kind": KIND_NAMES.get(r["kind"], r["kind"]), "recognised": rec,
+                      "w": "" if r["kind"] != "cfg" else f"{r['gamma'] - 1:g}"})
+    columns = {"kind": "guidance", "gamma": "γ", "w": "w", "recognised": "recognised by the judge",
+               "diversity": "diversity"}
+    if any("frechet" in r for r in rows):
+        columns["frechet"] = "Fréchet distance"
+    if any("images" in r for r in rows):
+        columns["images"] = "distinct images"
+    return markdown_table(table, columns, {"gamma": "g", "diversity": ".2f", "frechet": ".1f"})

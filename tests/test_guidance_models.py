@@ -137,24 +137,35 @@ def _tiny_models():
             "judge": (judge, None)}
 
 
-def test_guided_sample_sets_are_cached_and_gamma_0_is_unconditional(tmp_cache):
+class _Pull(torch.nn.Module):
+    """A stand-in noise-aware classifier with a strong, label-dependent gradient: logits = 3 x W."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(784, 10, generator=torch.Generator().manual_seed(5)))
+        self.config = {"stand-in": "pull"}
+
+    def forward(self, x, t):
+        return 3.0 * x.flatten(1) @ self.w
+
+
+def _pulling_models():
     models = _tiny_models()
-    with torch.no_grad():  # make the untrained U-Net predict something
-        for p in models["denoiser"][0].parameters():
-            p.normal_(0, 0.05)
+    with torch.no_grad():  # make the untrained U-Nets predict something (and the conditional one heed its label)
+        for name in ("denoiser", "cond_denoiser"):
+            for p in models[name][0].parameters():
+                p.normal_(0, 0.05)
+    models["noisy_classifier"] = (_Pull(), None)
+    return models
 
-    class Pull(torch.nn.Module):
-        """A stand-in noise-aware classifier with a strong, label-dependent gradient: logits = 3 x W."""
 
-        def __init__(self):
-            super().__init__()
-            self.w = torch.nn.Parameter(torch.randn(784, 10, generator=torch.Generator().manual_seed(5)))
-            self.config = {"stand-in": "pull"}
+def _distinct(x: torch.Tensor) -> int:
+    """The number of distinct images in a set (..., 1, 28, 28)."""
+    return int(torch.unique(x.reshape(-1, 28 * 28), dim=0).shape[0])
 
-        def forward(self, x, t):
-            return 3.0 * x.flatten(1) @ self.w
 
-    models["noisy_classifier"] = (Pull(), None)
+def test_guided_sample_sets_are_cached_and_gamma_0_is_unconditional(tmp_cache):
+    models = _pulling_models()
     sets = gm.guidance_sample_sets(models, fast=True, progress=False)
     cfg = gm.sample_set_config(fast=True)
     assert set(sets) == set(gm.GUIDANCE_KINDS)
@@ -182,6 +193,61 @@ def test_guided_sample_sets_are_cached_and_gamma_0_is_unconditional(tmp_cache):
         for g in sets[kind]:
             torch.testing.assert_close(again[kind][g], sets[kind][g])
 
+    # independent=True: every image its own x^T and sampler noise (row d: x_T[d], sampler seed + 1 + d), the same
+    # at every strength; cached under its own key; no image twice in any set, gamma = 0 included
+    ind = gm.guidance_sample_sets(models, fast=True, progress=False, independent=True)
+    assert len(list((tmp_cache / "samples").glob("guidance-*.npz"))) == 2
+    x_T = torch.randn((10, k, 1, 28, 28), generator=torch.Generator().manual_seed(cfg["seed"]), dtype=torch.float64)
+    plain3 = ddim_sample(den, mnist_schedule(den.config), steps=cfg["steps"], eta=cfg["eta"], x_T=x_T[3].float(),
+                         clip_x0=1.0, generator=torch.Generator().manual_seed(cfg["seed"] + 4))
+    torch.testing.assert_close(ind["classifier"][0.0][3], plain3.clamp(-1, 1), atol=1 / 127.5, rtol=0)
+    torch.testing.assert_close(ind["classifier"][0.0][0], zero[0])  # row 0: the default sets' noise
+    guided3 = gm.sample_guided_digits("classifier", models, 3, 5.0, k, steps=cfg["steps"], eta=cfg["eta"],
+                                      x_T=x_T[3].float(), generator=torch.Generator().manual_seed(cfg["seed"] + 4))
+    torch.testing.assert_close(ind["classifier"][5.0][3], guided3.clamp(-1, 1), atol=1 / 127.5, rtol=0)
+    for kind in gm.GUIDANCE_KINDS:
+        for g, x in ind[kind].items():
+            assert _distinct(x) == 10 * k, f"{kind}, gamma {g}: {_distinct(x)} distinct images of {10 * k}"
+    assert _distinct(zero) == k  # the default sets: ten copies of k images
+
+
+def test_no_row_of_the_tradeoff_table_counts_an_image_twice(tmp_cache):
+    # the default sets share column j's noise across the prompts: at gamma = 0 (prompt ignored) the ten rows are
+    # copies, and a row's statistics must use each image once (the Frechet distance of 10 k copies of k images is
+    # that of a rank-deficient covariance); the independent sets have 10 k distinct images in every row
+    from course_lib.fid import frechet_distance
+    from course_lib.mnist_models import classifier_features
+
+    models = _pulling_models()
+    judge = models["judge"][0]
+    k = gm.sample_set_config(fast=True)["per_digit"]
+    g = torch.Generator().manual_seed(1)
+    ref_x = judge.levels.repeat_interleave(20)[:, None, None, None] + 0.3 * torch.randn(200, 1, 28, 28, generator=g)
+    ref = (ref_x.clamp(-1, 1), torch.arange(10).repeat_interleave(20))
+    shared = gm.guidance_sample_sets(models, fast=True, progress=False)
+    with pytest.warns(UserWarning, match="classifier 0 "):
+        rows = gm.tradeoff_table(shared, judge, ref, frechet=True)
+    by = {(r["kind"], r["gamma"]): r for r in rows}
+    zero = by[("classifier", 0.0)]
+    assert zero["images"] == k and zero["unconditional"]
+    assert zero["recognised"] == pytest.approx(0.1)  # chance, exactly: each image once against every prompt
+    once = classifier_features(judge, shared["classifier"][0.0][0])
+    assert zero["frechet"] == pytest.approx(frechet_distance(once, classifier_features(judge, ref[0])))
+    for (kind, gamma), r in by.items():
+        assert r["unconditional"] == (kind == "classifier" and gamma == 0.0)
+        if not r["unconditional"]:
+            assert r["images"] == 10 * k == _distinct(shared[kind][gamma])
+
+    ind = gm.guidance_sample_sets(models, fast=True, progress=False, independent=True)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rows = gm.tradeoff_table(ind, judge, ref, frechet=True)
+    for r in rows:
+        assert r["images"] == 10 * k == _distinct(ind[r["kind"]][r["gamma"]]), r
+        assert r["unconditional"] == (r["kind"] == "classifier" and r["gamma"] == 0.0)
+
 
 def test_tradeoff_table_counts_recognised_prompts_and_diversity():
     judge = _Judge()
@@ -192,15 +258,36 @@ def test_tradeoff_table_counts_recognised_prompts_and_diversity():
     good = levels[:, None, None, None, None] + 0.01 * torch.randn(10, 6, 1, 28, 28, generator=g)
     bad = levels[3] + 0.01 * torch.randn(10, 6, 1, 28, 28, generator=g)
     same = levels[:, None, None, None, None].expand(10, 6, 1, 28, 28).clone()
+    copies = good[:1].expand(10, 6, 1, 28, 28).clone()  # one row for every prompt: the prompt changed nothing
     ref_x = (levels.repeat_interleave(20)[:, None, None, None] + 0.01 * torch.randn(200, 1, 28, 28, generator=g))
     ref_y = torch.arange(10).repeat_interleave(20)
-    rows = gm.tradeoff_table({"A": {1.0: good, 2.0: same}, "B": {1.0: bad}}, judge, (ref_x, ref_y), frechet=True)
+    with pytest.warns(UserWarning, match="A 3 "):
+        rows = gm.tradeoff_table({"A": {1.0: good, 2.0: same, 3.0: copies}, "B": {1.0: bad}}, judge, (ref_x, ref_y),
+                                 frechet=True)
     by = {(r["kind"], r["gamma"]): r for r in rows}
+    assert [by[("A", g)]["images"] for g in (1.0, 2.0, 3.0)] == [60, 60, 6]  # "same": one image per row, 10 rows
+    assert [by[("A", g)]["unconditional"] for g in (1.0, 2.0, 3.0)] == [False, False, True]
+    assert by[("A", 3.0)]["recognised"] == pytest.approx(0.1)
     assert by[("A", 1.0)]["recognised"] == 1.0
     assert by[("B", 1.0)]["recognised"] == pytest.approx(0.1)
     assert by[("A", 2.0)]["diversity"] == pytest.approx(0.0, abs=1e-9)  # one image repeated
     assert 0.5 < by[("A", 1.0)]["diversity"] < 2.0  # as varied as the reference
     assert by[("B", 1.0)]["frechet"] > by[("A", 1.0)]["frechet"]
+
+
+def test_tradeoff_markdown_names_the_chance_level():
+    from course_lib.guidance_plots import tradeoff_markdown
+
+    rows = [{"kind": "classifier", "gamma": 0.0, "recognised": 0.1, "images": 16, "unconditional": True,
+             "diversity": 1.8},
+            {"kind": "classifier", "gamma": 3.0, "recognised": 0.7, "images": 160, "unconditional": False,
+             "diversity": 1.1},
+            {"kind": "cfg", "gamma": 2.0, "recognised": 0.99, "images": 160, "unconditional": False, "diversity": 0.8}]
+    lines = tradeoff_markdown(rows).splitlines()
+    assert "distinct images" in lines[0] and "Fréchet" not in lines[0]
+    assert "10.0% (chance" in lines[2] and "| 16 |" in lines[2]
+    assert "chance" not in lines[3] + lines[4] and "| 1 |" in lines[4]  # w = gamma - 1 for classifier-free
+    assert "Fréchet" in tradeoff_markdown([{**rows[1], "frechet": 40.0}]).splitlines()[0]
 
 
 def test_guided_sampler_arguments():
@@ -231,3 +318,11 @@ def test_shipped_sample_sets_match_the_shipped_models(tmp_cache, monkeypatch):
     for kind in gm.GUIDANCE_KINDS:
         assert sorted(sets[kind]) == cfg["gammas"][kind]
         assert sets[kind][cfg["gammas"][kind][-1]].shape == (10, cfg["per_digit"], 1, 28, 28)
+    # one noise per column: copies only where the prompt is ignored, and the trade-off table counts them once
+    k = cfg["per_digit"]
+    x_ref = torch.rand(100, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    rows = gm.tradeoff_table(sets, models["judge"][0], (x_ref, torch.arange(10).repeat(10)))
+    for r in rows:
+        x = sets[r["kind"]][r["gamma"]]
+        want = k if gm.ignores_prompt(r["kind"], r["gamma"]) else 10 * k
+        assert r["images"] == _distinct(x) == want and r["unconditional"] == (want == k), (r, _distinct(x))

@@ -76,6 +76,14 @@ def test_gamma_zero_is_the_unconditional_model(toy, y):
     assert toy["exact_confidence"][y, 0] == pytest.approx(float(MIX.weights[y]), abs=1e-3)
 
 
+def test_every_statistic_of_the_toy_view_rests_on_distinct_samples(toy):
+    # at gamma = 0 the prompt is ignored: were the classes' chains started from shared noise, their rows would be
+    # copies and a class's statistics would count another class's samples (the MNIST sets' gamma = 0 trap)
+    for j, g in enumerate(GAMMAS):
+        pts = toy["samples"][:, j].reshape(-1, 2)
+        assert len(np.unique(pts, axis=0)) == len(pts), f"gamma {g}: repeated samples"
+
+
 @pytest.mark.parametrize("y", range(3))
 def test_stronger_guidance_makes_the_exact_classifier_surer(toy, y):
     conf = toy["confidence"][y]
@@ -276,7 +284,8 @@ def _rows(diversity: bool = True):
     rows = []
     for kind, gs in STRENGTHS.items():
         for i, s in enumerate(gs):
-            row = {"kind": kind, "gamma": s, "recognised": 0.5 + 0.1 * i + (0.05 if kind == "cfg" else 0.0)}
+            row = {"kind": kind, "gamma": s, "recognised": 0.5 + 0.1 * i + (0.05 if kind == "cfg" else 0.0),
+                   "unconditional": kind == "classifier" and s == 0.0}
             if diversity:
                 row["diversity"] = 1.0 - 0.2 * i
             rows.append(row)
@@ -320,6 +329,20 @@ def test_mnist_view_updates_in_place_and_draws_the_kinds_curve():
     np.testing.assert_allclose(a["diversity"].get_ydata(), [1.0, 0.8, 0.6])
     np.testing.assert_allclose(a["other_recognised"].get_xdata(), STRENGTHS["cfg"])
     np.testing.assert_allclose(np.ravel(a["recognised_now"].get_xydata()), [1.0, 0.6])
+
+
+def test_mnist_view_marks_the_chance_level_where_the_prompt_is_ignored():
+    view = MnistGuidanceView(_sets(), _rows(), kind="classifier", digit=3, gamma=0.0)
+    axr = view.axes[1]
+    chance = [ln for ln in axr.get_lines() if np.allclose(ln.get_ydata(), 0.1) and ln.get_linestyle() == ":"]
+    assert len(chance) == 1
+    assert "chance (10%)" in [t.get_text() for t in view.fig.legends[0].get_texts()]
+    assert "ignored" in view.artists["title"].get_text()
+    view.update(gamma=1.0)
+    assert "ignored" not in view.artists["title"].get_text()
+    np.testing.assert_array_equal(tradeoff_curve(_rows(), "classifier")["unconditional"], [True, False, False])
+    silent = [{"kind": "classifier", "gamma": 0.0, "recognised": 0.1}]  # a row that does not say: False
+    assert not tradeoff_curve(silent, "classifier")["unconditional"].any()
 
 
 def test_switching_kind_repopulates_the_gamma_slider():

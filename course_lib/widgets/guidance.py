@@ -54,6 +54,8 @@ __all__ = [
 DEFAULT_GAMMAS = (0.0, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0)
 #: the ellipses of p(x | y) drawn by the toy view hold these probability masses
 MASSES = (0.5, 0.9)
+#: the share of samples recognised as the prompt when the prompt is ignored (ten digits)
+CHANCE = 0.1
 #: how the MNIST view names the kinds of ``guidance_models.guidance_sample_sets``
 KIND_LABELS = {"classifier": "classifier guidance", "cfg": "classifier-free"}
 
@@ -323,8 +325,9 @@ def check_sample_sets(sample_sets) -> dict:
 def tradeoff_curve(tradeoff_rows, kind: str) -> dict:
     """One kind's rows of ``guidance_models.tradeoff_table``, sorted by gamma: numpy arrays (G,).
 
-    Keys ``gamma``, ``recognised`` (share of samples the held-out judge reads as the prompt digit) and
-    ``diversity`` (NaN where a row has none: ``tradeoff_table`` without ``reference``).
+    Keys ``gamma``, ``recognised`` (share of samples the held-out judge reads as the prompt digit), ``diversity``
+    (NaN where a row has none: ``tradeoff_table`` without ``reference``) and ``unconditional`` (bool: the prompt
+    cannot matter there, so ``recognised`` is the chance level; False where a row does not say).
     """
     rows = _check_rows(tradeoff_rows)
     mine = sorted((r for r in rows if r["kind"] == kind), key=lambda r: r["gamma"])
@@ -333,7 +336,8 @@ def tradeoff_curve(tradeoff_rows, kind: str) -> dict:
         raise ValueError(f"kind: expected one of the rows' kinds {kinds}, got {kind!r}")
     return {"gamma": np.array([r["gamma"] for r in mine], dtype=np.float64),
             "recognised": np.array([r["recognised"] for r in mine], dtype=np.float64),
-            "diversity": np.array([r.get("diversity", np.nan) for r in mine], dtype=np.float64)}
+            "diversity": np.array([r.get("diversity", np.nan) for r in mine], dtype=np.float64),
+            "unconditional": np.array([r.get("unconditional", False) for r in mine], dtype=bool)}
 
 
 def _check_rows(rows) -> list[dict]:
@@ -351,6 +355,7 @@ def _check_rows(rows) -> list[dict]:
                "recognised": rec}
         if r.get("diversity") is not None:
             row["diversity"] = float(r["diversity"])
+        row["unconditional"] = bool(r.get("unconditional", False))
         out.append(row)
     if not out:
         raise ValueError("tradeoff_rows: expected at least one row, got none")
@@ -579,11 +584,12 @@ class MnistGuidanceView(WidgetView):
     ``sample_sets``: ``guidance_models.guidance_sample_sets`` output, {kind: {gamma: (10, per_digit, 1, 28, 28) in
     [-1, 1]}} with kinds "classifier" (classifier guidance of the unconditional U-Net) and "cfg" (classifier-free,
     gamma = 1 + w). ``tradeoff_rows``: ``guidance_models.tradeoff_table`` output, one row {"kind", "gamma",
-    "recognised", "diversity"} per set. ``kind``, ``digit``, ``gamma``: the initial choice (gamma default: the
-    middle strength of that kind).
+    "recognised", "diversity", "unconditional"} per set. ``kind``, ``digit``, ``gamma``: the initial choice (gamma
+    default: the middle strength of that kind).
 
     Left: the per_digit samples of (kind, gamma, digit), tiled. Right, against gamma for the current kind (the
-    other kind in grey): the share of samples that the held-out classifier recognises as the prompt digit, and
+    other kind in grey): the share of samples that the held-out classifier recognises as the prompt digit (with
+    the chance level, 10%: where a row is ``unconditional`` the prompt is ignored and that is all it can be), and
     their diversity (1 = as varied as real digits), the current gamma marked. Switching the kind re-populates the
     gamma slider with that kind's strengths (keeping the nearest one). All precomputed; ``artists`` names what moves.
     """
@@ -694,6 +700,7 @@ class MnistGuidanceView(WidgetView):
             a["current"].append(axis.axvline(self.gamma0, color=COLORS["gap"], lw=1.5, zorder=0))
             axis.set_ylabel(ylabel)
         axd.axhline(1.0, color=COLORS["truth"], ls=":", lw=1.5)
+        axr.axhline(CHANCE, color=COLORS["prior"], ls=":", lw=1.5, zorder=0)
         a["no_diversity"] = axd.text(0.5, 0.5, "diversity not computed\n(tradeoff_table without reference)",
                                      transform=axd.transAxes, ha="center", va="center", fontsize=10,
                                      color=COLORS["prior"], visible=False)
@@ -708,8 +715,9 @@ class MnistGuidanceView(WidgetView):
         handles = [Line2D([], [], color=COLORS["samples"], marker="o", ms=6, lw=2.0, label="this kind"),
                    Line2D([], [], color=COLORS["prior"], marker="o", ms=4, lw=1.2, ls="--", label="the other kind"),
                    Line2D([], [], color=COLORS["truth"], ls=":", lw=1.5, label="real digits"),
+                   Line2D([], [], color=COLORS["prior"], ls=":", lw=1.5, label="chance (10%)"),
                    Line2D([], [], color=COLORS["gap"], lw=1.5, label="current γ")]
-        fig.legend(handles=handles, loc="outside lower right", ncols=4, fontsize=10)
+        fig.legend(handles=handles, loc="outside lower right", ncols=5, fontsize=10)
         cache_axes_rasters(fig, ax.xaxis.label, axr.title)
         self._shown_kind = None
 
@@ -735,4 +743,5 @@ class MnistGuidanceView(WidgetView):
             line.set_xdata([gamma, gamma])
         a["recognised_now"].set_data([gamma], [curve["recognised"][i]])
         a["diversity_now"].set_data([gamma], [curve["diversity"][i]])
-        a["title"].set_text(f"{KIND_LABELS.get(kind, kind)}, γ = {gamma:g}:  prompt digit {int(digit)}")
+        what = " ignored (unconditional)" if curve["unconditional"][i] else ""
+        a["title"].set_text(f"{KIND_LABELS.get(kind, kind)}, γ = {gamma:g}:  prompt digit {int(digit)}{what}")
