@@ -5,6 +5,7 @@ Commands:
   info                                             versions, device, FAST, where data and caches live
   student [NAMES...] [--out DIR]                   the student version of the notebooks (default build/student)
   grade SUBMISSIONS_DIR --out grades.csv [--timeout S] [--check-timeout S] [--master PATH] [--jobs N]
+        [--memory-mb M] [--no-sandbox]
                                                    run and score submitted notebooks, one CSV row per exercise
   prepare [NAMES...] [--fast | --full] [--list]    load or train every model the notebooks use, and compute their
                                                    cached sample sets (before a lecture)
@@ -70,10 +71,19 @@ def _student(args) -> int:
 
 
 def _grade(args) -> int:
-    from .homework import grade_folder
+    from .grader import SandboxUnavailable, grade_folder
+    from .sandbox import Limits
 
-    rows = grade_folder(args.submissions, args.out, master=args.master, timeout=args.timeout,
-                        check_timeout=args.check_timeout, jobs=args.jobs, fast=not args.full)
+    if args.no_sandbox:
+        print("--no-sandbox: the submissions run WITHOUT isolation, with your permissions; every CSV row says so",
+              file=sys.stderr)
+    try:
+        rows = grade_folder(args.submissions, args.out, master=args.master, timeout=args.timeout,
+                            check_timeout=args.check_timeout, jobs=args.jobs, fast=not args.full,
+                            sandbox=not args.no_sandbox, limits=Limits(memory_mb=args.memory_mb))
+    except SandboxUnavailable as exc:
+        print(f"grade: {exc}", file=sys.stderr)
+        return 2
     print(f"wrote {args.out}: {len(rows)} rows")
     return 0
 
@@ -132,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--master", help="master notebook or folder of them (default: notebooks/)")
     p.add_argument("--jobs", type=int, default=1, help="notebooks graded at the same time (default 1)")
     p.add_argument("--full", action="store_true", help="run submissions in full mode instead of FAST")
+    p.add_argument("--memory-mb", type=int, default=4096, help="address space of each submission (default 4096)")
+    p.add_argument("--no-sandbox", action="store_true",
+                   help="run submissions without bubblewrap (a Mac): no isolation, recorded in every CSV row")
     p.set_defaults(func=_grade)
     p = sub.add_parser("prepare", help="load or train every model the notebooks use, with a summary")
     p.add_argument("names", nargs="*", help="substrings of model names (default: all)")

@@ -12,6 +12,7 @@ score what it earned, within its time limits, without stopping the others.
 from __future__ import annotations
 
 import csv
+import os
 import re
 from pathlib import Path
 
@@ -53,12 +54,16 @@ SUBMISSIONS = {
         "import os\nos._exit(1)")),
     "never_ending": _submission(KL_RIGHT, "def square(x):\n    while True:\n        pass",
                                 at_end=("while True:\n    pass",)),
+    "borrowed": _submission("from course_lib.vae import gaussian_kl_diag\n\n\ndef kl_gaussian(mu, log_sigma):\n"
+                            "    return gaussian_kl_diag(mu[..., None], log_sigma[..., None])",
+                            "def square(x):\n    return x * x"),
     "stubborn": _submission(KL_RIGHT, "def square(x):\n    return x * x", after_kl=(
         "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass",)),
 }
 EXPECTED = {  # student -> (points of exercise 1, points of exercise 2)
     "correct": (3, 2), "empty": (0, 0), "wrong": (2, 0), "crashing": (3, 0), "never_ending": (3, 0),
     "stubborn": (3, 2),  # the cell that ignores the interrupt is skipped in a fresh kernel
+    "borrowed": (3, 2),  # right, by calling the library's own answer: flagged, the points stand
 }
 
 
@@ -99,7 +104,9 @@ def test_scores(graded):
     assert _points(rows, "late") == (0, 0)
     assert _message(rows, "late", 1) == "not submitted"
     assert {tuple(r) for r in rows} >= set()  # every row has every column
-    assert list(rows[0]) == ["student", "notebook", "exercise", "name", "points", "max_points", "message"]
+    assert list(rows[0]) == ["student", "notebook", "exercise", "name", "points", "max_points", "message", "flag",
+                            "sandbox"]
+    assert {r["sandbox"] for r in rows} == {"bwrap"}
 
 
 @pytest.mark.slow
@@ -126,3 +133,59 @@ def test_time_limits_and_files(graded):
     assert seconds["stubborn"] < 2 * TIMEOUT + 15 + 3 * CHECK_TIMEOUT + 60, seconds
     # the crashing notebook deleted the files of its working directory: a temporary copy, not the submission
     assert (root / "crashing" / MASTER.name).is_file()
+
+
+@pytest.mark.slow
+def test_calling_the_librarys_answer_is_flagged(graded):
+    _, rows, _ = graded
+    flags = {(r["student"], r["exercise"]): r["flag"] for r in rows}
+    assert "course_lib.vae.gaussian_kl_diag" in flags[("borrowed", "1")]
+    assert flags[("borrowed", "2")] == "" and flags[("correct", "1")] == ""
+
+
+def test_every_reference_names_a_library_function():
+    """A misspelt REFERENCES entry would never flag anything."""
+    import importlib
+
+    for nn in range(1, 9):
+        module = importlib.import_module(f"course_lib.checks.nb{nn:02d}")
+        assert module.REFERENCES, module.__name__
+        for exercise, refs in module.REFERENCES.items():
+            for ref in refs:
+                parts = ref.split(".")
+                obj = importlib.import_module(".".join(parts[:2]))
+                for part in parts[2:]:
+                    obj = getattr(obj, part)
+                assert callable(obj), (exercise, ref)
+
+
+def test_only_the_check_statements_of_a_check_cell_are_graded():
+    from course_lib.grader import graded_source
+
+    cell = nbformat.v4.new_code_cell("nb04.check_q_sample(q_sample)\nprint(q_sample(x, 3, cosine, eps))\n"
+                                     "### BEGIN HIDDEN TESTS\nassert q_sample is not None\n### END HIDDEN TESTS")
+    assert graded_source(cell) == "nb04.check_q_sample(q_sample)\nassert q_sample is not None"
+    tagged = nbformat.v4.new_code_cell("expect(square(3) == 9, 'no')\nprint('x')", metadata={"tags": ["check"]})
+    assert graded_source(tagged) == tagged.source
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["01", "02", "04", "05", "06", "08"])
+def test_every_master_gets_full_marks_from_its_own_grader(name):
+    """The master's solutions, graded as a submission in the sandbox, pass every check: the stand-ins for the
+    student's functions (autograd through them, modules and schedules as arguments, torch.no_grad, the global
+    generator) behave as the functions themselves."""
+    from course_lib._notebooks import NOTEBOOK_DIR
+    from course_lib.grader import grade_notebook
+    from course_lib.sandbox import SandboxUnavailable, check_bwrap
+
+    try:
+        check_bwrap()
+    except SandboxUnavailable as exc:
+        if not os.environ.get("CI"):
+            pytest.skip(str(exc))
+    master = next(NOTEBOOK_DIR.glob(f"{name}_*.ipynb"))
+    result = grade_notebook(master, master, timeout=900, check_timeout=120)
+    assert result["events"] == [], result["events"]
+    for row in result["exercises"]:
+        assert (row["points"], row["message"], row["flag"]) == (row["max_points"], "passed", ""), row

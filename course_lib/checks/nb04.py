@@ -21,6 +21,13 @@ from . import ExerciseError, call_student, diagnose, expect, passed
 
 __all__ = ["check_alpha_bar_from_betas", "check_posterior_coefficients", "check_q_sample"]
 
+# The library"s own answers to these exercises: a submission that calls one is flagged in the grader"s CSV.
+REFERENCES = {
+    "alpha_bar_from_betas": ("course_lib.schedules.NoiseSchedule.__init__",),
+    "q_sample": ("course_lib.schedules.NoiseSchedule.q_sample",),
+    "posterior_coefficients": ("course_lib.schedules.NoiseSchedule.posterior_coefficients",),
+}
+
 
 def _call(fn, *args, what: str):
     """Call the student's function; turn an exception into a diagnosis that says where it happened."""

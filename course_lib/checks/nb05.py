@@ -22,6 +22,14 @@ from . import ExerciseError, call_student, diagnose, passed
 
 __all__ = ["check_kl_step", "check_mean_prev", "check_tweedie_x0", "check_x0_from_eps"]
 
+# The library"s own answers to these exercises: a submission that calls one is flagged in the grader"s CSV.
+REFERENCES = {
+    "kl_step": ("course_lib.diffusion_elbo.kl_term",),
+    "x0_from_eps": ("course_lib.diffusion.x0_from_eps", "course_lib.diffusion.convert"),
+    "mean_prev": ("course_lib.diffusion_elbo.reverse_mean",),
+    "tweedie_x0": ("course_lib.diffusion.x0_from_score", "course_lib.diffusion.convert"),
+}
+
 _STEPS = (150, 600)  # alpha_t and alpha_bar_t differ a lot here (not at t = 1, where they are equal)
 _TOL = {"rtol": 1e-5, "atol": 1e-6}  # float32 rounding passes; every known mistake is off by far more
 

@@ -29,6 +29,13 @@ from . import ExerciseError, call_student, diagnose, passed
 
 __all__ = ["check_ancestral_step", "check_ddim_step", "check_eps_loss"]
 
+# The library"s own answers to these exercises: a submission that calls one is flagged in the grader"s CSV.
+REFERENCES = {
+    "eps_loss": ("course_lib.denoisers.diffusion_loss",),
+    "ancestral_step": ("course_lib.samplers.step_coefficients", "course_lib.samplers.sample"),
+    "ddim_step": ("course_lib.samplers.step_coefficients", "course_lib.samplers.sample"),
+}
+
 _TOL = {"rtol": 1e-5, "atol": 1e-6}  # float32 rounding passes; every known mistake is off by far more
 
 

@@ -22,6 +22,13 @@ from . import ExerciseError, call_student, diagnose, misshaped_alpha_bar, passed
 
 __all__ = ["check_cfg_eps", "check_guided_eps", "check_log_prob_grad"]
 
+# The library"s own answers to these exercises: a submission that calls one is flagged in the grader"s CSV.
+REFERENCES = {
+    "log_prob_grad": ("course_lib.guidance.classifier_log_prob_grad",),
+    "cfg_eps": ("course_lib.guidance.ClassifierFreeGuidance.__call__",),
+    "guided_eps": ("course_lib.guidance.ClassifierGuidance.__call__",),
+}
+
 _TOL = {"rtol": 1e-5, "atol": 1e-6}  # float32 rounding passes; every known mistake is off by far more
 
 
