@@ -42,7 +42,17 @@ import numpy as np
 import torch
 
 from . import _wire
-from .homework import BEGIN_HIDDEN, CHECK_TAG, END_HIDDEN, HIDDEN_TAG, Exercise, cell_tags, exercises, replace_blocks
+from .homework import (
+    BEGIN_HIDDEN,
+    CHECK_TAG,
+    END_HIDDEN,
+    HIDDEN_TAG,
+    Exercise,
+    block_lines,
+    cell_tags,
+    exercises,
+    replace_blocks,
+)
 from .sandbox import (
     Limits,
     SandboxUnavailable,
@@ -144,13 +154,21 @@ class Worker:
         lim = self.opts.limits
         while self.proc.poll() is None and self.lost is None:
             size = files = 0
-            for root, dirs, names in os.walk(self.tmp):
-                for n in names:
+            stack = [str(self.tmp)]
+            while stack:  # iterative: a deep tree of folders must not stop the count
+                try:
+                    entries = list(os.scandir(stack.pop()))
+                except OSError:
+                    continue
+                for e in entries:
+                    files += 1
                     try:
-                        size += os.lstat(os.path.join(root, n)).st_blocks * 512
+                        if e.is_dir(follow_symlinks=False):
+                            stack.append(e.path)
+                        else:
+                            size += e.stat(follow_symlinks=False).st_blocks * 512
                     except OSError:
                         pass
-                files += len(dirs) + len(names)
                 if size > lim.disk_mb * 2**20 or files > lim.disk_files:
                     self.kill(f"was stopped: it wrote more than the disk limit ({lim.disk_mb} MiB or "
                               f"{lim.disk_files} files)")
@@ -227,7 +245,10 @@ class Worker:
             except OSError:
                 pass
         self._watch.join(timeout=5)
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        try:
+            shutil.rmtree(self.tmp)
+        except Exception:  # a tree too deep for rmtree's recursion, say
+            subprocess.run(["rm", "-rf", "--", str(self.tmp)], check=False)
 
 
 # ====================================================================== calling the student's functions
@@ -491,15 +512,7 @@ def graded_source(cell) -> str:
     """
     if HIDDEN_TAG in cell_tags(cell) or CHECK_TAG in cell_tags(cell):
         return cell.source
-    hidden: list[str] = []
-    inside = False
-    for line in cell.source.split("\n"):
-        if line.strip() == BEGIN_HIDDEN:
-            inside = True
-        elif line.strip() == END_HIDDEN:
-            inside = False
-        elif inside:
-            hidden.append(line)
+    hidden = block_lines(cell.source, BEGIN_HIDDEN, END_HIDDEN)
     visible = replace_blocks(cell.source, BEGIN_HIDDEN, END_HIDDEN, lambda indent: [])
     try:
         tree = ast.parse(visible)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
-    "Exercise", "add_slide_metadata", "build_student", "cell_tags", "clear_solutions", "exercises",
+    "Exercise", "add_slide_metadata", "block_lines", "build_student", "cell_tags", "clear_solutions", "exercises",
     "leaked_solution_lines", "replace_blocks", "solution_lines", "student_notebook",
 ]
 
@@ -142,19 +142,23 @@ def clear_solutions(source: str, number: int, name: str = "", *, markdown: bool 
         f"{indent}# YOUR CODE HERE", f"{indent}raise NotImplementedError({message!r})"])
 
 
+def block_lines(source: str, begin: str, end: str) -> list[str]:
+    """The lines of ``source`` between each ``begin`` and ``end`` marker line (markers excluded), as they are."""
+    lines, inside = [], False
+    for line in source.split("\n"):
+        if line.strip() == begin:
+            inside = True
+        elif line.strip() == end:
+            inside = False
+        elif inside:
+            lines.append(line)
+    return lines
+
+
 def solution_lines(nb) -> list[str]:
     """Every non-blank line between the solution markers of ``nb``, stripped (what a student build must not contain)."""
-    lines = []
-    for cell in nb.cells:
-        inside = False
-        for line in cell.source.split("\n"):
-            if line.strip() == BEGIN_SOLUTION:
-                inside = True
-            elif line.strip() == END_SOLUTION:
-                inside = False
-            elif inside and line.strip():
-                lines.append(line.strip())
-    return lines
+    return [line.strip() for cell in nb.cells for line in block_lines(cell.source, BEGIN_SOLUTION, END_SOLUTION)
+            if line.strip()]
 
 
 def add_slide_metadata(nb, overwrite: bool = False):

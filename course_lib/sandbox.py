@@ -10,7 +10,8 @@ What the sandboxed process gets (``bwrap_command``):
   they exist — the model cache and the MNIST folders; never the master notebooks, other submissions, the
   results or the grader's home (only the folders listed are mounted, at their own paths);
 - a private writable ``/tmp`` (a fresh host folder, removed afterwards; its size is watched by the grader),
-  which is also ``HOME`` and the working directory;
+  ``HOME``, with the working directory ``/tmp/work``; nothing else is writable (the root and ``/dev`` that bwrap
+  builds in memory are remounted read-only);
 - an empty environment but for a few variables (``PATH``, ``HOME``, ``COURSE_*``, ``MPLBACKEND``);
 - a seccomp filter that refuses to create processes (``fork``, ``vfork``, ``clone`` without ``CLONE_THREAD``;
   ``clone3`` answers "not implemented" so the C library falls back to ``clone``): threads work, a fork bomb
@@ -162,7 +163,8 @@ def bwrap_command(argv: list[str], tmp_dir: Path, *, env: dict[str, str], seccom
             "--proc", "/proc"]
     for p in readonly if readonly is not None else readonly_paths():
         cmd += ["--ro-bind", str(p), str(p)]
-    cmd += ["--chdir", cwd]
+    # the root and /dev are in-memory file systems bwrap made: read-only, or they would be unmetered storage
+    cmd += ["--remount-ro", "/", "--remount-ro", "/dev", "--chdir", cwd]
     for k, v in env.items():
         cmd += ["--setenv", k, v]
     if seccomp_fd is not None:

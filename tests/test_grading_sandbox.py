@@ -79,9 +79,9 @@ def _attacks(paths: dict) -> dict:
         "        except Exception:\n            continue\n"
         "        if 'CANARY' in text:\n            found[os.path.join(root, name)] = text[text.index('CANARY'):][:40]")
     write = _report(
-        "import os, course_lib.checks.nb01 as m\nfound = []\n"
+        "import os, sys, course_lib.checks.nb01 as m\nfound = []\n"
         "for f in [m.__file__, " + ", ".join(p[k] for k in ("master", "other", "home_secret", "cache_file", "out"))
-        + "]:\n"
+        + ", '/probe', '/dev/shm/probe', '/etc/probe', sys.prefix + '/probe']:\n"
         "    try:\n        open(f, 'a').write('x = 1\\n')\n        found.append(('wrote', f))\n"
         "    except Exception as e:\n        found.append((type(e).__name__, f))\n"
         "    try:\n        os.remove(f)\n        found.append(('removed', f))\n    except Exception:\n        pass")
@@ -253,8 +253,10 @@ def test_no_secret_leaves_the_sandbox(attacked):
     rows = attacked["rows"]
     assert "REPORT:" in _message(rows, "read_secrets", 2)  # the channel works: what it read would be here
     # the channel works; what it wrote landed in its private /tmp at most (the files' checksums are tested below)
-    assert "REPORT:" in _message(rows, "write_outside", 2) and "/course_lib/checks/nb01.py" in _message(
-        rows, "write_outside", 2)
+    report = _message(rows, "write_outside", 2)
+    assert "REPORT:" in report and "/course_lib/checks/nb01.py" in report
+    # only its private /tmp is writable (the test's own folders lie below /tmp, so writes there land in its copy)
+    assert "('wrote', '/" not in report.replace("('wrote', '/tmp/", ""), report
     for where in ("csv", "log", "output"):
         assert CANARY not in attacked[where], where
 

@@ -38,9 +38,25 @@ def test_a_pickle_payload_is_refused_unread(tmp_path):
 
     buf = io.BytesIO()
     np.savez(buf, a0=np.array([Boom()], dtype=object))
-    with pytest.raises(_wire.WireError, match="not a plain array"):
+    with pytest.raises(_wire.WireError, match="numbers only"):
         _wire.load_arrays(buf.getvalue(), max_elements=100)
     assert not marker.exists()
+
+
+def test_an_array_header_is_checked_before_its_data():
+    """A header that claims 10^12 numbers is refused without allocating them; so is a non-array member."""
+    import zipfile
+
+    from numpy.lib import format as npy
+
+    head = io.BytesIO()
+    npy.write_array_header_1_0(head, {"descr": "<f8", "fortran_order": False, "shape": (10**12,)})
+    for member, data in (("a0.npy", head.getvalue() + b"\0" * 64), ("a0.pkl", b"x")):
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            z.writestr(member, data)
+        with pytest.raises(_wire.WireError):
+            _wire.load_arrays(buf.getvalue(), max_elements=10**6)
 
 
 def test_descriptions_must_match_the_arrays():
