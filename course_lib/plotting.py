@@ -99,3 +99,32 @@ def image_grid(images, nrow: int | None = None, pad: int = 1, value: float = 1.0
         r, c = divmod(i, nrow)
         out[r * (h + pad):r * (h + pad) + h, c * (w + pad):c * (w + pad) + w] = imgs[i]
     return out
+
+
+__all__ += ["plot_gradient_estimator_variance"]
+
+
+def plot_gradient_estimator_variance(result: dict, ax=None):
+    """Notebook 02's figure: variance of the two gradient estimators against the number of draws, log-log.
+
+    ``result``: from ``course_lib.vae.gradient_estimator_variance``. Dots are the measured variances over the
+    repeats, dashed black lines the exact per-draw variance / n. Returns ``ax``.
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7.5, 4.8))
+    n = np.asarray(result["n"], dtype=float)
+    series = (("score_function", "score function  f(z) ∂ log q/∂μ", COLORS["model"], "o"),
+              ("pathwise", "pathwise (reparameterisation)  f′(μ + σε)", COLORS["samples"], "s"))
+    for key, name, colour, marker in series:
+        ax.plot(n, result[key], marker, color=colour, markersize=7, label=f"{name}: measured")
+        ax.plot(n, result[f"exact_{key}"], "--", color=COLORS["truth"], linewidth=1.2)
+    ax.plot([], [], "--", color=COLORS["truth"], linewidth=1.2, label="exact: (variance of one draw) / n")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.legend(loc="lower left")
+    f = "z²" if result.get("c", 0.0) == 0 else f"(z − {result['c']:g})²"
+    where = f"N({result['mu']:g}, {result['sigma']:g}²)" if "mu" in result else "N(μ, σ²)"
+    return label(ax, "number of draws n", "variance of the gradient estimate",
+                 f"two unbiased estimates of ∂/∂μ E[{f}], z ~ {where}")

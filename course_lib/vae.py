@@ -547,3 +547,87 @@ class VAE(torch.nn.Module):
         mu, log_sigma = self.encode(x)
         z = reparameterize(mu, log_sigma, generator=generator) if sample_z else mu
         return self.decode(z, mean=mean, generator=generator)
+
+
+# ====================================================================== two gradient estimators
+# d/dmu E_{z ~ N(mu, sigma^2)}[f(z)] for a scalar mu, by Monte Carlo with n draws, two ways:
+#   score function (likelihood ratio, REINFORCE): mean_j f(z_j) d/dmu log q(z_j), needs only values of f;
+#   pathwise (reparameterisation):               mean_j f'(mu + sigma eps_j),      needs f differentiable.
+# Both are unbiased; notebook 02 compares their variances. Everything here is float64.
+__all__ += ["gradient_estimator_variance", "pathwise_grad", "quadratic_grad_moments", "score_function_grad"]
+
+
+def _estimator_draws(mu, log_sigma, n_draws, repeats, generator):
+    mu = float(as_float64(mu, "mu"))
+    log_sigma = float(as_float64(log_sigma, "log_sigma"))
+    n = check_count(n_draws, "n_draws")
+    r = check_count(repeats, "repeats")
+    eps = torch.randn((r, n), generator=generator, dtype=torch.float64)
+    m = torch.full((r, 1), mu, dtype=torch.float64, requires_grad=True)
+    return m, torch.tensor(log_sigma, dtype=torch.float64), eps
+
+
+def score_function_grad(f, mu, log_sigma, n_draws: int, repeats: int = 1,
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+    """Score-function estimate of d/dmu E_{z ~ N(mu, sigma^2)}[f(z)]: (1/n) sum_j f(z_j) d/dmu log N(z_j; mu, sigma^2).
+
+    ``f`` maps a float64 tensor elementwise to one of the same shape; it is only evaluated, never differentiated.
+    ``mu``, ``log_sigma``: numbers. Returns ``repeats`` independent estimates, each from ``n_draws`` draws,
+    shape (repeats,). d/dmu log N(z; mu, sigma^2) = (z - mu) / sigma^2 is taken by autograd on the surrogate
+    mean_j f(z_j).detach() * log q(z_j) with z_j held fixed, as in REINFORCE.
+    """
+    m, ls, eps = _estimator_draws(mu, log_sigma, n_draws, repeats, generator)
+    z = (m + ls.exp() * eps).detach()                      # a plain draw: no path from z back to mu
+    log_q = -(0.5 * _LOG_2PI + ls + 0.5 * ((z - m) / ls.exp()) ** 2)
+    (f(z).detach() * log_q).mean(-1).sum().backward()
+    return m.grad[:, 0]
+
+
+def pathwise_grad(f, mu, log_sigma, n_draws: int, repeats: int = 1,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """Pathwise (reparameterisation) estimate of d/dmu E[f(z)]: (1/n) sum_j f'(mu + sigma eps_j), eps_j ~ N(0, 1).
+
+    ``f`` must be differentiable by autograd (elementwise, float64). Returns shape (repeats,) like
+    ``score_function_grad``.
+    """
+    m, ls, eps = _estimator_draws(mu, log_sigma, n_draws, repeats, generator)
+    z = m + ls.exp() * eps                                 # the reparameterised draw: dz/dmu = 1
+    f(z).mean(-1).sum().backward()
+    return m.grad[:, 0]
+
+
+def quadratic_grad_moments(mu, log_sigma, c: float = 0.0) -> dict[str, float]:
+    """Closed forms for f(z) = (z - c)^2, z ~ N(mu, sigma^2), a = mu - c.
+
+    ``true_grad`` = d/dmu E[f(z)] = 2a; per-draw variances (an n-draw estimate has 1/n of them):
+    ``pathwise`` = Var[2(z - c)] = 4 sigma^2; ``score_function`` = Var[(z - c)^2 (z - mu) / sigma^2]
+    = a^4 / sigma^2 + 14 a^2 + 15 sigma^2 (from E eps^2 = 1, E eps^4 = 3, E eps^6 = 15).
+    """
+    a = float(mu) - float(c)
+    s2 = math.exp(2 * float(log_sigma))
+    return {"true_grad": 2 * a, "pathwise": 4 * s2, "score_function": a**4 / s2 + 14 * a**2 + 15 * s2}
+
+
+def gradient_estimator_variance(mu=1.0, log_sigma=0.0, n_draws=(1, 4, 16, 64, 256, 1024), repeats: int = 2000,
+                                c: float = 0.0, generator: torch.Generator | None = None) -> dict:
+    """Both estimators of d/dmu E[(z - c)^2], z ~ N(mu, sigma^2), for each n in ``n_draws``, ``repeats`` times each.
+
+    Returns a dict of lists over ``n_draws``: ``n``; ``score_function`` and ``pathwise`` (the variance of the
+    ``repeats`` estimates), ``score_function_mean`` and ``pathwise_mean`` (their means); the exact variances
+    ``exact_score_function`` and ``exact_pathwise`` (per-draw variance / n); the numbers ``true_grad`` = 2(mu - c),
+    ``mu``, ``sigma`` and ``c``.
+    """
+    f = lambda z: (z - c) ** 2  # noqa: E731
+    exact = quadratic_grad_moments(mu, log_sigma, c)
+    out: dict = {key: [] for key in ("n", "score_function", "pathwise", "score_function_mean", "pathwise_mean",
+                                     "exact_score_function", "exact_pathwise")}
+    for n in n_draws:
+        n = check_count(n, "n_draws")
+        for name, estimator in (("score_function", score_function_grad), ("pathwise", pathwise_grad)):
+            g = estimator(f, mu, log_sigma, n, repeats, generator)
+            out[name].append(float(g.var()))
+            out[f"{name}_mean"].append(float(g.mean()))
+            out[f"exact_{name}"].append(exact[name] / n)
+        out["n"].append(n)
+    out.update(true_grad=exact["true_grad"], mu=float(mu), sigma=math.exp(float(log_sigma)), c=float(c))
+    return out
