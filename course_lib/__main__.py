@@ -101,6 +101,23 @@ def _prepare(args) -> int:
     return 1 if any(s["source"] == "failed" for s in summary) else 0
 
 
+def _write_atomically(path, text: str) -> None:
+    """Replace ``path`` by ``text`` in one step: an interrupted write never leaves half a master notebook."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    fd, tmp = tempfile.mkstemp(dir=Path(path).parent, prefix=f".{Path(path).name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def _slides(args) -> int:
     import nbformat
 
@@ -114,7 +131,7 @@ def _slides(args) -> int:
         before = nbformat.writes(nb)
         after = nbformat.writes(add_slide_metadata(nb, overwrite=args.overwrite))
         if after != before:
-            path.write_text(after + ("\n" if not after.endswith("\n") else ""), encoding="utf-8")
+            _write_atomically(path, after + ("\n" if not after.endswith("\n") else ""))
             print(f"{path.name}: slide metadata added")
     return 0
 

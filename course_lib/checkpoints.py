@@ -137,7 +137,13 @@ def cached_model(name: str, config: dict, build: Callable[[dict], torch.nn.Modul
         if retrain or (source == "pretrained" and not pretrained) or not candidate.is_file():
             continue
         ckpt = load_checkpoint(candidate, map_location)
-        model.load_state_dict(ckpt["state_dict"])
+        try:
+            model.load_state_dict(ckpt["state_dict"])
+        except RuntimeError as exc:  # shapes from an older version of the model: say which file, then go on
+            first = str(exc).strip().splitlines()[0]
+            warnings.warn(f"{candidate} does not fit the model this config builds ({first}); it is ignored",
+                          RuntimeWarning, stacklevel=2)
+            continue
         model.eval()
         return model, CacheInfo(source, candidate, time.perf_counter() - t0, ckpt.get("meta", {}))
     meta = train(model) or {}

@@ -115,7 +115,9 @@ class Worker:
         from ._runtime import cache_dir
 
         env["COURSE_CACHE_DIR"] = str(cache_dir().resolve())
-        for name in ("COURSE_DATA_DIR", "COURSE_THREADS", "COURSE_DEVICE"):
+        if os.environ.get("COURSE_DATA_DIR", "").strip():  # resolved: the sandbox mounts the real folder, not links
+            env["COURSE_DATA_DIR"] = str(Path(os.environ["COURSE_DATA_DIR"].strip()).resolve())
+        for name in ("COURSE_THREADS", "COURSE_DEVICE"):
             if os.environ.get(name):
                 env[name] = os.environ[name]
         argv = [sys.executable, "-m", "course_lib._grade_worker"]

@@ -13,6 +13,7 @@ numbers to record (e.g. the ELBO's two terms).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -98,6 +99,11 @@ def training_loop(model: torch.nn.Module, loss_fn: Callable, data, *, steps: int
         if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
             raise ValueError(f"loss_fn: expected a scalar tensor (or (loss, logs)), got {type(loss).__name__}"
                              + (f" of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else ""))
+        value = loss.item()
+        if not math.isfinite(value):  # before the step: the weights stay as they were, finite
+            kind = "NaN" if value != value else "inf"
+            raise FloatingPointError(f"loss became {kind} at step {step}; the weights are those before this step; "
+                                     f"try a smaller lr (now {lr}) or grad_clip")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip is not None:
@@ -105,9 +111,6 @@ def training_loop(model: torch.nn.Module, loss_fn: Callable, data, *, steps: int
         opt.step()
         if sched is not None:
             sched.step()
-        value = loss.item()
-        if value != value:  # NaN: stop early with a message rather than train on garbage
-            raise FloatingPointError(f"loss became NaN at step {step}; try a smaller lr (now {lr}) or grad_clip")
         logs = {k: (v.item() if isinstance(v, torch.Tensor) else float(v)) for k, v in logs.items()}
         yield TrainState(step, value, logs, model, opt, time.perf_counter() - t0)
 

@@ -135,3 +135,15 @@ def test_a_read_only_cache_keeps_the_trained_model(tmp_path, monkeypatch):
         model, info = checkpoints.cached_model("tiny", {"seed": 0}, lambda c: torch.nn.Linear(2, 1),
                                                lambda m: trained.append(m), directory=tmp_path, pretrained=False)
     assert info.source == "trained" and trained == [model] and not any(tmp_path.iterdir())
+
+
+def test_a_checkpoint_that_no_longer_fits_is_named_and_retrained(tmp_path):
+    """Same config, a model whose shapes changed since: a warning naming the file, then training, not a raw error."""
+    config = {"d": 2, "seed": 0}
+    cached_model("m", config, lambda c: torch.nn.Linear(c["d"], 1), lambda m: None, directory=tmp_path,
+                 pretrained=False)
+    calls = []
+    with pytest.warns(RuntimeWarning, match=r"m-.*\.pt does not fit"):
+        model, info = cached_model("m", config, lambda c: torch.nn.Linear(3, 1), _trainer(calls),
+                                   directory=tmp_path, pretrained=False)
+    assert info.source == "trained" and calls == [1] and model.weight.shape == (1, 3)

@@ -85,3 +85,12 @@ def test_negative_elbo_names_each_mistake(fn, words):
 def test_negative_elbo_unknown_mistake_gets_a_generic_message():
     with pytest.raises(ExerciseError, match="largest difference"):
         check_negative_elbo(lambda x, m, xls, mu, ls, b: correct_loss(x, m, xls, mu, ls, b) + 0.123)
+
+
+def test_the_check_leaves_the_students_generator_alone():
+    """The check seeds its own draws; the notebook's next torch.randn is what it would have been without it."""
+    torch.manual_seed(123)
+    want = torch.randn(3)
+    torch.manual_seed(123)
+    check_reparameterize(lambda mu, ls: mu + torch.exp(ls) * torch.randn_like(mu))
+    assert torch.equal(torch.randn(3), want)

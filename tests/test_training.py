@@ -80,3 +80,17 @@ def test_loss_must_be_scalar():
 def test_mismatched_data():
     with pytest.raises(ValueError, match="data"):
         next(minibatches((torch.ones(3), torch.ones(4)), 2))
+
+
+def test_an_infinite_loss_stops_before_the_step():
+    """The guard runs before opt.step(): the weights are those of the last good step, finite (inf is caught too)."""
+    model = torch.nn.Linear(1, 1)
+    seen = []
+
+    def loss_fn(m, b):
+        seen.append(m.weight.detach().clone())
+        return m(b).sum() * (float("inf") if len(seen) == 3 else 1.0)
+
+    with pytest.raises(FloatingPointError, match="inf.*at step 3"):
+        list(training_loop(model, loss_fn, torch.ones(4, 1), steps=5))
+    assert torch.isfinite(model.weight).all() and torch.equal(model.weight.detach(), seen[-1])
