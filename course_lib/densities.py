@@ -10,7 +10,7 @@ p(x^0 | x^t). That makes every quantity a diffusion model learns available exact
 - the whole posterior p(x^0 | x^t)                                    ``posterior``
 
 Tweedie's formula links them: E[x^0 | x^t] = (x^t + (1 - alpha_bar) grad log p(x^t)) / sqrt(alpha_bar).
-(The lecture slide omits the 1/sqrt(alpha_bar); see lecture/ERRATA.md.)
+(The lecture slide omits the 1/sqrt(alpha_bar); see notebooks/LECTURE_ERRATA.md.)
 
 Everything is computed in float64 on the CPU. Inputs on another device or in another dtype are copied
 to CPU float64; results are CPU float64 tensors. Points are always rows: x has shape (n, d).

@@ -214,7 +214,7 @@ def build_student(src_dir: str | os.PathLike | None = None, out_dir: str | os.Pa
     """
     import nbformat
 
-    from ._notebooks import notebook_paths
+    from ._notebooks import NOTEBOOK_DIR, notebook_paths
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -234,6 +234,9 @@ def build_student(src_dir: str | os.PathLike | None = None, out_dir: str | os.Pa
         target = out / path.name
         target.write_text(text, encoding="utf-8")
         written.append(target)
+    errata = (Path(src_dir) if src_dir is not None else NOTEBOOK_DIR) / "LECTURE_ERRATA.md"
+    if written and errata.is_file():  # the notebooks link to it
+        (out / errata.name).write_text(errata.read_text(encoding="utf-8"), encoding="utf-8")
     return written
 
 

@@ -4,7 +4,7 @@ Pure compute first (tested headlessly), then the figures that draw it:
 - ``tweedie_curves(mixture, alpha_bar, x)``: for 1-D points x (n, 1), the exact E[x^0 | x^t], Tweedie's
   (x^t + (1 - ab) grad log p(x^t)) / sqrt(ab) and the slide's shorthand x^t + (1 - ab) grad log p(x^t) for the
   lecture's (variance-preserving) noise, and the exact mean and the shorthand for the variance-exploding form
-  x^t = x^0 + sigma eps with sigma^2 = 1 - ab (where the shorthand is exact; ERRATA 1).
+  x^t = x^0 + sigma eps with sigma^2 = 1 - ab (where the shorthand is exact; notebooks/LECTURE_ERRATA.md item 1).
 - ``gradient_flow(density, starts, scale, eta, steps)``: x <- x + eta scale grad log p(x), the path (steps + 1, n, d).
 - ``plot_tweedie_vs_shorthand`` and ``plot_gradient_flow``: the two figures (each returns (figure, numbers)).
 """

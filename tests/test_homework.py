@@ -189,7 +189,8 @@ def student_dir(tmp_path_factory):
 
 def test_student_build_has_no_solutions(student_dir: Path):
     masters = notebook_paths()
-    assert masters and sorted(p.name for p in student_dir.iterdir()) == [p.name for p in masters]
+    assert masters and sorted(p.name for p in student_dir.glob("*.ipynb")) == [p.name for p in masters]
+    assert (student_dir / "LECTURE_ERRATA.md").is_file()  # the notebooks link to it
     for path in masters:
         master = nbformat.read(path, as_version=4)
         text = (student_dir / path.name).read_text(encoding="utf-8")
@@ -223,6 +224,7 @@ def test_student_command(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setenv("STUDENT_DIR", str(tmp_path / "from_env"))
     assert main(["student", notebook_paths()[0].name[:2]]) == 0
-    assert [p.name for p in (tmp_path / "from_env").iterdir()] == [notebook_paths()[0].name]
+    assert sorted(p.name for p in (tmp_path / "from_env").iterdir()) == sorted([notebook_paths()[0].name,
+                                                                               "LECTURE_ERRATA.md"])
     assert main(["student", "--out", str(tmp_path / "explicit"), "no-such-notebook"]) == 2
     assert "wrote" in capsys.readouterr().out
