@@ -210,7 +210,9 @@ def build_student(src_dir: str | os.PathLike | None = None, out_dir: str | os.Pa
                   names: list[str] | None = None) -> list[Path]:
     """Write the student version of every master notebook in ``src_dir`` (default: notebooks/) into ``out_dir``.
 
-    ``names``: substrings selecting notebooks. Checks that no solution line is left. Returns the written paths.
+    ``names``: substrings selecting notebooks. Checks that no solution line is left. The folder's markdown notes
+    (``*.md``: errata, notation, references), which the notebooks link to, are copied too. Returns the paths of the
+    notebooks written.
     """
     import nbformat
 
@@ -234,9 +236,9 @@ def build_student(src_dir: str | os.PathLike | None = None, out_dir: str | os.Pa
         target = out / path.name
         target.write_text(text, encoding="utf-8")
         written.append(target)
-    errata = (Path(src_dir) if src_dir is not None else NOTEBOOK_DIR) / "LECTURE_ERRATA.md"
-    if written and errata.is_file():  # the notebooks link to it
-        (out / errata.name).write_text(errata.read_text(encoding="utf-8"), encoding="utf-8")
+    if written:  # the notebooks link to the folder's notes (errata, notation, references): they come along
+        for note in sorted((Path(src_dir) if src_dir is not None else NOTEBOOK_DIR).glob("*.md")):
+            (out / note.name).write_text(note.read_text(encoding="utf-8"), encoding="utf-8")
     return written
 
 
