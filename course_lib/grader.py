@@ -770,6 +770,7 @@ def grade_folder(submissions: str | os.PathLike, out_csv: str | os.PathLike, *,
             return job, empty(name, f"not graded: the grader failed ({type(exc).__name__}: {exc})"[:300])
 
     results: dict[tuple[str, str], dict] = {}
+    generators = torch.get_rng_state(), np.random.get_state(), random.getstate()  # tests reseed them: put back
     try:
         with ThreadPoolExecutor(max(1, jobs)) as pool:
             for (student, name), result in pool.map(one, jobs_list):
@@ -779,6 +780,9 @@ def grade_folder(submissions: str | os.PathLike, out_csv: str | os.PathLike, *,
                     top = sum(r["max_points"] for r in result["exercises"])
                     log(f"{student} / {name}: {total:g} of {top:g} points in {result['seconds']:.0f} s")
     finally:
+        torch.set_rng_state(generators[0])
+        np.random.set_state(generators[1])
+        random.setstate(generators[2])
         rows = []
         for student, name in jobs_list:
             result = results.get((student, name)) or empty(name, "not graded (grading was interrupted)")
