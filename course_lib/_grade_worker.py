@@ -8,7 +8,7 @@ untrusted as it: the grader believes none of it, and reads only plain numbers an
 Requests (``op``): ``start`` (the notebook), ``cell`` (run one code cell with a time limit), ``lookup`` (what a
 name is in the notebook), ``get`` (a plain value), ``call`` (call a function of the notebook on arguments the
 grader sends; the answer is the value as plain data), ``vjp`` (gradients of a call's outputs with respect to its
-tensor arguments), ``free``.
+tensor arguments).
 """
 
 from __future__ import annotations
@@ -62,37 +62,6 @@ def _error(exc: BaseException) -> dict:
         return {"type": "TimeoutError", "message": "interrupted at its time limit", "interrupted": True}
     return {"type": type(exc).__name__[:60], "message": str(exc)[: _wire.MAX_STR],
             "unfinished": unfinished_exercise(exc), "interrupted": False}
-
-
-def _leaves(obj, out: list, depth: int = 0) -> None:
-    """Tensors of the arguments that need gradients, in the order the grader listed them."""
-    if depth > 6:
-        return
-    if isinstance(obj, torch.Tensor):
-        if obj.requires_grad:
-            out.append(obj)
-    elif isinstance(obj, torch.nn.Module):
-        out.extend(p for p in obj.parameters() if p.requires_grad)
-    elif isinstance(obj, tuple | list):
-        for x in obj:
-            _leaves(x, out, depth + 1)
-    elif isinstance(obj, dict):
-        for x in obj.values():
-            _leaves(x, out, depth + 1)
-
-
-def _tensors(value, out: list, depth: int = 0) -> None:
-    """The tensors of a returned value in ``_wire.encode_value``'s order."""
-    if depth > _wire.MAX_DEPTH:
-        return
-    if isinstance(value, torch.Tensor):
-        out.append(value)
-    elif isinstance(value, tuple | list) and len(value) <= _wire.MAX_ITEMS:
-        for x in value:
-            _tensors(x, out, depth + 1)
-    elif isinstance(value, dict) and len(value) <= _wire.MAX_ITEMS and all(isinstance(k, str) for k in value):
-        for x in value.values():
-            _tensors(x, out, depth + 1)
 
 
 def _library_calls(called: set):
@@ -165,8 +134,7 @@ def _call(header, payload):
     if fn is None:
         raise NameError(f"name {header.get('name')!r} is not defined")
     args, kwargs = request["args"], request["kwargs"]
-    leaves: list = []
-    _leaves((args, kwargs), leaves)
+    leaves = request["leaves"]  # the arguments' tensors that need gradients (the same objects, by pickle)
     torch.set_rng_state(request["rng"])
     called: set = set()
     with _Alarm(header.get("timeout")), torch.set_grad_enabled(bool(header.get("grad"))):
@@ -176,12 +144,11 @@ def _call(header, payload):
         finally:
             sys.setprofile(None)
     outs: list = []
-    _tensors(value, outs)
+    tree, data = _wire.encode_value(value, outs)
     if leaves and any(o.requires_grad for o in outs):
         _GRAPHS[call_id] = (outs, leaves)
         while len(_GRAPHS) > 64:
             _GRAPHS.pop(next(iter(_GRAPHS)))
-    tree, data = _wire.encode_value(value)
     return {"ok": True, "value": tree, "called": sorted(called)}, data
 
 
@@ -196,12 +163,7 @@ def _vjp(header, payload):
     return {"ok": True, "value": tree}, data
 
 
-def _free(header, payload):
-    _GRAPHS.pop(int(header.get("id", -1)), None)
-    return {"ok": True}, b""
-
-
-_OPS = {"start": _start, "cell": _cell, "lookup": _lookup, "get": _get, "call": _call, "vjp": _vjp, "free": _free}
+_OPS = {"start": _start, "cell": _cell, "lookup": _lookup, "get": _get, "call": _call, "vjp": _vjp}
 
 
 def serve(fd_in: int, fd_out: int) -> None:

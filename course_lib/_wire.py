@@ -92,8 +92,9 @@ def read_frame(fd: int, *, deadline: float | None = None, max_payload: int = 1 <
 
 
 # ====================================================================== values: worker side
-def encode_value(value) -> tuple[dict, bytes]:
-    """(JSON tree, npz bytes) describing ``value``; tensors and arrays go into the npz. Runs in the worker."""
+def encode_value(value, tensors: list | None = None) -> tuple[dict, bytes]:
+    """(JSON tree, npz bytes) describing ``value``; tensors and arrays go into the npz. Runs in the worker.
+    ``tensors``: if given, each tensor encoded is appended to it, in the order ``decode_value`` returns them."""
     arrays: dict[str, np.ndarray] = {}
 
     def enc(v, depth):
@@ -115,6 +116,8 @@ def encode_value(value) -> tuple[dict, bytes]:
                 return {"t": "other", "type": f"tensor of dtype {name}"}
             key = f"a{len(arrays)}"
             arrays[key] = v.detach().cpu().to(_DTYPES[name][0] if name != "bfloat16" else torch.float32).numpy()
+            if tensors is not None:
+                tensors.append(v)
             return {"t": "tensor", "k": key, "dtype": name, "shape": list(v.shape), "rg": bool(v.requires_grad)}
         if isinstance(v, np.ndarray) and v.dtype.kind in _NP_KINDS and v.dtype.itemsize <= 8:
             key = f"a{len(arrays)}"
@@ -242,8 +245,3 @@ def decode_value(tree, arrays: dict[str, np.ndarray]):
     value = dec(tree, 0)
     return value, tensors, grads
 
-
-def finite_float(x, name: str) -> float:
-    if not isinstance(x, int | float) or isinstance(x, bool) or not math.isfinite(x):
-        raise WireError(f"{name}: not a finite number")
-    return float(x)

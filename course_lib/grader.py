@@ -275,9 +275,10 @@ def _exception(err, check_timeout: float) -> BaseException:
     return cls(message)
 
 
-def _prepare(obj, leaves: list, grad: bool, depth: int = 0):
-    """A copy of the arguments to send: tensors detached (those that need a gradient become fresh leaves and are
-    listed in ``leaves``); modules as they are (their parameters listed). The worker lists them alike."""
+def _prepare(obj, leaves: list, sent: list, grad: bool, depth: int = 0):
+    """A copy of the arguments to send: tensors detached (those that need a gradient become fresh leaves);
+    modules as they are. With ``grad``, each tensor that needs a gradient goes into ``leaves`` and its copy
+    into ``sent`` (pickled with the arguments, so the worker gets the very same objects)."""
     if depth > 6:
         return obj
     if isinstance(obj, torch.Tensor):
@@ -286,15 +287,18 @@ def _prepare(obj, leaves: list, grad: bool, depth: int = 0):
             copy.requires_grad_(True)
             if grad:
                 leaves.append(obj)
+                sent.append(copy)
         return copy
     if isinstance(obj, torch.nn.Module):
         if grad:
-            leaves.extend(p for p in obj.parameters() if p.requires_grad)
+            params = [p for p in obj.parameters() if p.requires_grad]
+            leaves.extend(params)
+            sent.extend(params)
         return obj
     if isinstance(obj, tuple | list) and type(obj) in (tuple, list):
-        return type(obj)(_prepare(x, leaves, grad, depth + 1) for x in obj)
+        return type(obj)(_prepare(x, leaves, sent, grad, depth + 1) for x in obj)
     if isinstance(obj, dict):
-        return {k: _prepare(v, leaves, grad, depth + 1) for k, v in obj.items()}
+        return {k: _prepare(v, leaves, sent, grad, depth + 1) for k, v in obj.items()}
     return obj
 
 
@@ -462,10 +466,12 @@ class _Session:
         left = self._left()
         grad = torch.is_grad_enabled()
         leaves: list[torch.Tensor] = []
-        shipped = _prepare((args, kwargs), leaves, grad)
+        sent: list[torch.Tensor] = []
+        shipped = _prepare((args, kwargs), leaves, sent, grad)
         buf = io.BytesIO()
         try:
-            torch.save({"args": shipped[0], "kwargs": shipped[1], "rng": torch.get_rng_state()}, buf)
+            torch.save({"args": shipped[0], "kwargs": shipped[1], "leaves": sent, "rng": torch.get_rng_state()},
+                       buf)
         except Exception as exc:
             raise TypeError(f"the grader cannot send these arguments to the submission ({exc}); a test may pass "
                             "tensors, numbers and course_lib objects") from None

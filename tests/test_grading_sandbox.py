@@ -107,7 +107,7 @@ def _attacks(paths: dict) -> dict:
     huge = "import numpy as np\ndef square(x):\n    return np.zeros(2**27) + x * x"
     pickled = ("import io, os, numpy as np, course_lib._wire as w\nclass Boom:\n    def __reduce__(self):\n"
                "        return (os.system, ('touch " + str(paths["pwned"]) + "',))\n"
-               "def encode_value(value):\n    buf = io.BytesIO()\n"
+               "def encode_value(value, tensors=None):\n    buf = io.BytesIO()\n"
                "    np.savez(buf, a0=np.array([Boom()], dtype=object))\n"
                "    return {'t': 'ndarray', 'k': 'a0', 'dtype': 'object', 'shape': [1]}, buf.getvalue()\n"
                "w.encode_value = encode_value")
