@@ -18,7 +18,9 @@ lambda(t) = sigma_t^2): w_t |s_theta + eps / sigma_t|^2 = |sigma_t s_theta + eps
 implied eps prediction -sigma_t s_theta. The minimiser is unchanged (for any positive w_t it is the
 conditional mean, here the true score of p(x^t)); only the emphasis across t changes. The network still
 outputs the score itself. ``weighting="eps"`` puts every target on that eps scale (x0: w_t = SNR_t), and
-``weighting="none"`` regresses each target unweighted.
+``weighting="none"`` regresses each target unweighted. ``weighting="min_snr"`` (Hang et al. 2023) is the eps
+scale times min(1, gamma / SNR_t) with gamma = ``MIN_SNR_GAMMA`` = 5: the nearly clean steps (SNR_t > 5), whose
+noise is hard to predict and matters little for what a sample looks like, count less; the MNIST U-Nets use it.
 """
 
 from __future__ import annotations
@@ -32,9 +34,11 @@ from torch import nn
 
 from ._checks import check_timestep, describe
 from .diffusion import TARGETS, convert
+from .nets import time_embedding
 from .schedules import NoiseSchedule
 
 __all__ = [
+    "MIN_SNR_GAMMA",
     "WEIGHTINGS",
     "ToyDenoiser",
     "bayes_error",
@@ -50,24 +54,11 @@ __all__ = [
     "train_toy_denoiser",
 ]
 
-WEIGHTINGS = ("auto", "none", "eps")
+WEIGHTINGS = ("auto", "none", "eps", "min_snr")
+MIN_SNR_GAMMA = 5.0
 
 
 # ---------------------------------------------------------------------------------------------- the network
-def time_embedding(t: torch.Tensor, T: int, dim: int = 32) -> torch.Tensor:
-    """Sinusoidal embedding of integer steps: [sin(u f_k), cos(u f_k)], u = 1000 t / T, f_k = 10000^(-k/(dim/2)).
-
-    t: shape (n,) (any integer or float dtype) -> (n, dim) float32. As in transformers and DDPM; scaling
-    t to 0..1000 makes the features the same for every T.
-    """
-    if dim % 2:
-        raise ValueError(f"dim: expected an even embedding size, got {dim}")
-    half = dim // 2
-    freqs = torch.exp(-math.log(10_000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-    u = t.to(torch.float32)[:, None] * (1000.0 / T) * freqs[None]
-    return torch.cat([torch.sin(u), torch.cos(u)], dim=-1)
-
-
 class ToyDenoiser(nn.Module):
     """An MLP denoiser for points: (x^t (n, dim), t (n,) in 0..T) -> prediction of ``target``, shape (n, dim).
 
@@ -168,7 +159,8 @@ def loss_weights(schedule: NoiseSchedule, target: str, weighting: str = "auto") 
     """w_t for t = 0..T (shape (T + 1,), float64) of ``diffusion_loss``; see the module docstring.
 
     "none": 1. "eps": (target_scale("eps") / target_scale(target))^2, which makes the loss the eps loss of the
-    implied eps prediction: x0 SNR_t = ab_t / (1 - ab_t), eps 1, score 1 - ab_t.
+    implied eps prediction: x0 SNR_t = ab_t / (1 - ab_t), eps 1, score 1 - ab_t. "min_snr": "eps" times
+    min(1, MIN_SNR_GAMMA / SNR_t).
     "auto": "none" for x0 and eps, "eps" for score (whose unweighted loss has exploding variance).
     """
     if target not in TARGETS:
@@ -181,6 +173,8 @@ def loss_weights(schedule: NoiseSchedule, target: str, weighting: str = "auto") 
     if weighting == "none":
         return torch.ones_like(ab)
     w = (target_scale("eps", ab[1:]) / target_scale(target, ab[1:])) ** 2
+    if weighting == "min_snr":
+        w = w * (MIN_SNR_GAMMA * (1 - ab[1:]) / ab[1:]).clamp(max=1.0)
     return torch.cat([torch.ones(1, dtype=torch.float64), w])
 
 

@@ -53,7 +53,8 @@ from .mnist_models import (
     mnist_schedule,
     to_model_scale,
 )
-from .unet import ResBlock, timestep_embedding
+from .nets import time_embedding
+from .unet import ResBlock
 
 __all__ = [
     "GUIDANCE_KINDS",
@@ -190,10 +191,10 @@ class NoisyMNISTClassifier(nn.Module):
     the time embedding (sinusoid -> MLP), so the classifier knows how noisy its input is.
     """
 
-    def __init__(self, channels=(32, 64, 64), emb_dim: int = 64):
+    def __init__(self, channels=(32, 64, 64), emb_dim: int = 64, T: int = 1000):
         super().__init__()
         c0, c1, c2 = (int(c) for c in channels)
-        self.emb_dim = int(emb_dim)
+        self.emb_dim, self.T = int(emb_dim), int(T)
         self.time_mlp = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.conv_in = nn.Conv2d(1, c0, 3, padding=1)
         self.block0 = ResBlock(c0, c0, emb_dim)
@@ -212,7 +213,7 @@ class NoisyMNISTClassifier(nn.Module):
         if t.is_floating_point():
             raise TypeError(f"t: expected integer time steps, got {describe(t)}")
         t = t.expand(n) if t.ndim == 0 else t
-        emb = self.time_mlp(timestep_embedding(t, self.emb_dim).to(self.conv_in.weight.dtype))
+        emb = self.time_mlp(time_embedding(t, self.T, self.emb_dim).to(self.conv_in.weight.dtype))
         h = self.block0(self.conv_in(x_t), emb)
         h = self.block1(self.pool0(h), emb)
         h = self.block2(self.pool1(h), emb)
@@ -225,14 +226,14 @@ def noisy_classifier_config(*, fast: bool = False) -> dict:
     2,000 digits."""
     cfg = {"arch": "noisy-cnn", "channels": [32, 64, 64], "emb_dim": 64, "schedule": "cosine", "T": 500,
            "steps": 3000, "batch_size": 128, "lr": 1e-3, "lr_schedule": "cosine", "shift": 2, "precision": "bf16",
-           "train_limit": None, "seed": 0, "fast": False, "version": 1}
+           "train_limit": None, "seed": 0, "fast": False, "embedding": "sin-cos of 1000 t / T", "version": 2}
     if fast:
         cfg.update(channels=[16, 32, 32], steps=40, train_limit=2000, precision="float32", fast=True)
     return cfg
 
 
 def _build_noisy(config: dict) -> NoisyMNISTClassifier:
-    model = NoisyMNISTClassifier(tuple(config["channels"]), config["emb_dim"])
+    model = NoisyMNISTClassifier(tuple(config["channels"]), config["emb_dim"], config["T"])
     model.config = dict(config)
     return model
 

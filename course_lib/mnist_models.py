@@ -127,12 +127,12 @@ def mnist_diffusion_config(*, fast: bool = False, conditional: bool = False) -> 
     is replaced by the null label with probability ``label_drop`` (0.2), so the one network learns eps(x^t, y)
     and the unconditional eps(x^t) = eps(x^t, null) that classifier-free guidance combines; 8,000 steps.
     """
-    cfg = {"arch": "unet", "channels": [32, 64, 64], "emb_dim": 128, "target": "eps", "num_classes": None,
-           "schedule": "cosine", "T": 500, "data": "mnist-train in [-1, 1]", "train_limit": None,
-           "steps": 4000, "batch_size": 64, "lr": 1e-3, "lr_schedule": "cosine", "grad_clip": 1.0,
-           "ema_decay": 0.999, "precision": "bf16", "seed": 0, "fast": False, "version": 1}
+    cfg = {"arch": "unet", "channels": [32, 64, 64], "emb_dim": 128, "embedding": "sin-cos of 1000 t / T",
+           "target": "eps", "weighting": "min_snr", "num_classes": None, "schedule": "cosine", "T": 500,
+           "data": "mnist-train in [-1, 1]", "train_limit": None, "steps": 10000, "batch_size": 128, "lr": 1e-3,
+           "lr_schedule": "cosine", "grad_clip": 1.0, "ema_decay": 0.9995, "precision": "bf16", "seed": 0,
+           "fast": False, "version": 2}
     if conditional:
-        # new keys only here: the unconditional config (and so its cache key) stays as it was
         cfg.update(num_classes=10, label_drop=0.2, steps=8000)
     if fast:
         cfg.update(channels=[16, 32, 32], emb_dim=64, steps=40, batch_size=32, train_limit=1000, ema_decay=0.9,
@@ -143,7 +143,7 @@ def mnist_diffusion_config(*, fast: bool = False, conditional: bool = False) -> 
 def mnist_unet(config: dict) -> UNet:
     """The untrained ``UNet`` that ``config`` describes (``model.config`` is set to it)."""
     model = UNet(tuple(config["channels"]), config["emb_dim"], target=config["target"],
-                 num_classes=config["num_classes"])
+                 num_classes=config["num_classes"], T=config["T"])
     model.config = dict(config)
     return model
 
@@ -222,14 +222,21 @@ def train_mnist_denoiser(model: UNet, config: dict, *, progress: bool = True,
 
     amp, amp_on = _autocast(config["precision"], dev)
 
+    from .denoisers import loss_weights
+
+    weights = loss_weights(schedule, config["target"], config.get("weighting", "none")).float().to(dev)
+
     def loss_fn(m, batch):
         y = None
         if conditional:
             batch, y = batch
             drop = torch.rand(y.shape, generator=g_drop).to(y.device) < config["label_drop"]
             y = torch.where(drop, torch.full_like(y, config["num_classes"]), y)
+        t = torch.randint(1, schedule.T + 1, (batch.shape[0],), generator=g_noise).to(batch.device)
         with amp():
-            return mnist_diffusion_loss(m, batch, schedule, g_noise, y=y)
+            per_image = mnist_diffusion_loss(m, batch, schedule, g_noise, y=y, t=t, reduction="none")
+        # train on the weighted loss; record the plain per-pixel squared error (1 = predicting eps_hat = 0)
+        return (weights[t] * per_image).mean(), {"mse": per_image.mean().detach()}
 
     steps = config["steps"]
     t0, c0 = time.perf_counter(), time.process_time()
@@ -240,8 +247,8 @@ def train_mnist_denoiser(model: UNet, config: dict, *, progress: bool = True,
                                    lr=config["lr"], generator=gen, device=dev, grad_clip=config["grad_clip"],
                                    lr_schedule=config["lr_schedule"]):
             ema.update(model)
-            losses.append(state.loss)
-            bar.set_postfix(loss=f"{state.loss:.4f}", refresh=False)
+            losses.append(state.logs["mse"])
+            bar.set_postfix(loss=f"{state.logs['mse']:.4f}", refresh=False)
             bar.update(1)
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     ema.copy_to(model)

@@ -1,4 +1,4 @@
-"""Small neural networks shared by the notebooks' models (VAE encoders and decoders; later, denoisers).
+"""Small neural networks shared by the notebooks' models (VAE encoders and decoders) and the one time embedding.
 
 Every network here is a plain ``torch.nn.Module`` built from explicit sizes, so a model's config dict
 (the checkpoint cache key) describes it completely. Points are rows: inputs have shape (n, in_dim).
@@ -6,6 +6,7 @@ Every network here is a plain ``torch.nn.Module`` built from explicit sizes, so 
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import torch
@@ -13,7 +14,7 @@ from torch import nn
 
 from ._checks import describe
 
-__all__ = ["ACTIVATIONS", "MLP"]
+__all__ = ["ACTIVATIONS", "MLP", "time_embedding"]
 
 #: Activation functions by name (names, not classes, so they can sit in a config dict).
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -78,3 +79,30 @@ class MLP(nn.Sequential):
     def last(self) -> nn.Linear:
         """The output layer (e.g. to initialise it)."""
         return self[-1]
+
+
+def time_embedding(t, T: int, dim: int = 32) -> torch.Tensor:
+    """Sinusoidal embedding of time steps, the one every denoiser and noise-aware classifier of the course uses.
+
+    e(t) = [sin(u w_0), ..., sin(u w_{h-1}), cos(u w_0), ..., cos(u w_{h-1})] with u = 1000 t / T, h = dim / 2 and
+    w_k = 10000^(-k / h): frequencies run geometrically from 1 down to ~1/10000, so nearby t differ in the fast
+    coordinates and distant t in the slow ones (as in the Transformer and DDPM). Scaling t to 0..1000 makes the
+    features the same for every chain length T.
+    t: a number or a tensor of shape (n,) (integer or float). T: the chain length (> 0). dim: an even size >= 2.
+    Returns (n, dim), float32 (or t's float dtype), on t's device.
+    """
+    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 2 or dim % 2:
+        raise ValueError(f"dim: expected an even integer >= 2, got {describe(dim)}")
+    if isinstance(T, bool) or not isinstance(T, numbers.Real) or not T > 0:
+        raise ValueError(f"T: expected the chain length, a positive number, got {describe(T)}")
+    t = torch.as_tensor(t)
+    if t.ndim == 0:
+        t = t.reshape(1)
+    if t.ndim != 1:
+        raise ValueError(f"t: expected a number or a tensor of shape (n,), got shape {tuple(t.shape)}")
+    dtype = t.dtype if t.is_floating_point() else torch.float32
+    half = int(dim) // 2
+    k = torch.arange(half, dtype=torch.float64, device=t.device)
+    freqs = torch.exp(-math.log(10_000.0) * k / half) * (1000.0 / float(T))
+    u = t.to(torch.float64)[:, None] * freqs[None, :]
+    return torch.cat([torch.sin(u), torch.cos(u)], dim=1).to(dtype)

@@ -138,7 +138,9 @@ class NoiseSchedule:
                 f"got shape {tuple(tt.shape)}"
             )
         if noise is None:
-            eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+            # drawn where the generator lives (a CPU generator for CUDA data), then moved: the course's one rule
+            where = generator.device if generator is not None else x.device
+            eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=where).to(x.device)
         else:
             eps = as_tensor(noise, "noise", dtype=None)
             if tuple(eps.shape) != tuple(x.shape):

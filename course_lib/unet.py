@@ -15,8 +15,8 @@ Architecture (channels ``(32, 64, 64)``: 0.62M parameters, ~90M multiply-adds pe
 
 Each ResBlock is GroupNorm -> SiLU -> 3x3 conv, plus the time embedding (projected to the block's
 channels) added to every pixel, then GroupNorm -> SiLU -> 3x3 conv, and a skip connection. The time
-embedding is ``timestep_embedding(t)`` (sines and cosines of t at geometric frequencies, as in the
-Transformer and DDPM) followed by a two-layer MLP. With ``num_classes`` set, a learned label embedding
+embedding is ``course_lib.nets.time_embedding(t, T)`` (sines and cosines of 1000 t / T at geometric
+frequencies, as in the Transformer and DDPM; the same one as the toy denoiser's) followed by a two-layer MLP. With ``num_classes`` set, a learned label embedding
 is added to it (label ``num_classes`` is the "null" label of classifier-free guidance).
 """
 
@@ -31,31 +31,9 @@ from torch.nn import functional as F
 
 from ._checks import describe
 from .diffusion import TARGETS
+from .nets import time_embedding
 
-__all__ = ["ResBlock", "UNet", "timestep_embedding"]
-
-
-def timestep_embedding(t, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal embedding of time steps: [cos(t w_0), ..., cos(t w_{h-1}), sin(t w_0), ..., sin(t w_{h-1})].
-
-    w_k = max_period^(-k / h) with h = dim // 2, so the frequencies run geometrically from 1 down to
-    ~1/max_period: nearby t differ in the fast coordinates, distant t in the slow ones.
-    t: integer or float tensor of shape (n,) (or a number). dim: an even embedding size.
-    Returns float32 (or t's float dtype) of shape (n, dim).
-    """
-    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 2 or dim % 2:
-        raise ValueError(f"dim: expected an even integer >= 2, got {describe(dim)}")
-    t = torch.as_tensor(t)
-    if t.ndim == 0:
-        t = t.reshape(1)
-    if t.ndim != 1:
-        raise ValueError(f"t: expected a number or a tensor of shape (n,), got shape {tuple(t.shape)}")
-    dtype = t.dtype if t.is_floating_point() else torch.float32
-    half = dim // 2
-    k = torch.arange(half, dtype=torch.float64, device=t.device)
-    freqs = torch.exp(-math.log(max_period) * k / half).to(dtype)
-    args = t.to(dtype)[:, None] * freqs[None, :]
-    return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+__all__ = ["ResBlock", "UNet"]
 
 
 def _groups(channels: int) -> int:
@@ -96,7 +74,7 @@ class UNet(nn.Module):
     width allows), ``emb_dim`` (time-embedding width, even), ``target`` ("eps", "x0" or "score"; only
     recorded here, for the samplers: the loss decides what the net learns), ``num_classes`` (None:
     unconditional; an int K: labels 0..K-1 plus the null label K, see ``forward``), ``in_channels``,
-    ``image_size`` (divisible by 4), ``dropout``. Residual branches and the output layer start at zero,
+    ``image_size`` (divisible by 4), ``dropout``, ``T`` (the chain length the time embedding scales t by). Residual branches and the output layer start at zero,
     so the untrained net predicts 0 and ignores t (and y) until training moves them.
 
     ``forward(x_t, t, y=None)``: x_t (n, C, H, W) float; t an int or an integer tensor of shape (n,)
@@ -105,7 +83,8 @@ class UNet(nn.Module):
     """
 
     def __init__(self, channels=(32, 64, 64), emb_dim: int = 128, *, target: str = "eps",
-                 num_classes: int | None = None, in_channels: int = 1, image_size: int = 28, dropout: float = 0.0):
+                 num_classes: int | None = None, in_channels: int = 1, image_size: int = 28, dropout: float = 0.0,
+                 T: int = 1000):
         super().__init__()
         if not isinstance(channels, (list, tuple)) or len(channels) != 3 or not all(
                 isinstance(c, numbers.Integral) and not isinstance(c, bool) and c >= 1 for c in channels):
@@ -119,8 +98,10 @@ class UNet(nn.Module):
             raise ValueError(f"num_classes: expected None or a positive integer, got {describe(num_classes)}")
         if image_size % 4:
             raise ValueError(f"image_size: expected a multiple of 4 (two halvings), got {image_size}")
+        if isinstance(T, bool) or not isinstance(T, numbers.Integral) or T < 1:
+            raise ValueError(f"T: expected the chain length, a positive integer, got {describe(T)}")
         c0, c1, c2 = (int(c) for c in channels)
-        self.channels, self.emb_dim, self.target = (c0, c1, c2), int(emb_dim), target
+        self.channels, self.emb_dim, self.target, self.T = (c0, c1, c2), int(emb_dim), target, int(T)
         self.num_classes = None if num_classes is None else int(num_classes)
         self.in_channels, self.image_size = int(in_channels), int(image_size)
 
@@ -152,7 +133,7 @@ class UNet(nn.Module):
 
     def embedding(self, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Time embedding MLP(sinusoid(t)), plus the label embedding for conditional nets: (n,) -> (n, emb_dim)."""
-        emb = self.time_mlp(timestep_embedding(t, self.emb_dim).to(self.conv_in.weight.dtype))
+        emb = self.time_mlp(time_embedding(t, self.T, self.emb_dim).to(self.conv_in.weight.dtype))
         if self.label_emb is not None:
             if y is None:
                 y = torch.full_like(t, self.num_classes)
@@ -201,4 +182,4 @@ class UNet(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"channels={self.channels}, emb_dim={self.emb_dim}, target={self.target!r}, "
-                f"num_classes={self.num_classes}")
+                f"num_classes={self.num_classes}, T={self.T}")
