@@ -36,17 +36,18 @@ def guidance_mnist():
     from course_lib import mnist_models as mm
     from course_lib import mnist_tensors
     from course_lib._runtime import recommended_threads
+    from course_lib.checkpoints import available
 
     header = ["guidance", "strength", "recognised by the judge", "diversity", "Fréchet distance", "distinct images"]
     needed = ((mm.DENOISER_NAME, mm.mnist_diffusion_config()),
               (mm.COND_DENOISER_NAME, mm.mnist_diffusion_config(conditional=True)),
               (gm.NOISY_CLASSIFIER_NAME, gm.noisy_classifier_config()),
               (mm.CLASSIFIER_NAME, mm.mnist_classifier_config()))
-    missing = [name for name, cfg in needed if not mm._available(name, cfg)]
+    missing = [name for name, cfg in needed if not available(name, cfg)]
     title = "Guidance on MNIST (notebook 08)"
     if missing:
-        return (title, header, [[f"no weights for {', '.join(missing)}: run `python -m course_lib.mnist_models "
-                                 "--train-pretrained`", "-", "-", "-", "-", "-"]])
+        return (title, header, [[f"no weights for {', '.join(missing)}: run `python -m course_lib "
+                                 "train-pretrained`", "-", "-", "-", "-", "-"]])
     dev = torch.device("cpu")
     models = gm.load_guidance_models(fast=False, progress=False, dev=dev)
     judge, judge_info = models["judge"]

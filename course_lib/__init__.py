@@ -8,7 +8,8 @@ estimate beside the truth:
 - ``LinearGaussianModel`` (vae.py): a latent-variable model whose ELBO terms are all exact.
 - ``data.load_mnist``: the real MNIST from IDX files (local directory, cache, or download).
 
-Run-time settings: ``FAST`` (``COURSE_FAST=1`` or ``CI``), ``device()``, ``seed(n)``, ``set_threads()``.
+Run-time settings: ``FAST`` (``COURSE_FAST=1`` or ``CI``), ``device()``, ``seed(n)``, ``set_threads()``. Importing
+the package changes no global setting: training and sampling set their CPU threads around themselves (``threads_for``).
 """
 
 from ._runtime import FAST, cache_dir, device, fast_mode, recommended_threads, seed, set_threads, threads_for
@@ -38,5 +39,3 @@ __all__ = [
     "threads_for",
     "two_moons",
 ]
-
-set_threads()

@@ -10,6 +10,9 @@ Commands:
   prepare [NAMES...] [--fast | --full] [--list]    load or train every model the notebooks use, and compute their
                                                    cached sample sets (before a lecture)
   slides [NAMES...] [--overwrite]                  add RISE slide metadata to the master notebooks (headings)
+  gpu-check [--device D] [--steps N] [--samples N] train, compare with the CPU and sample each MNIST model on the GPU
+  train-pretrained [KEYS...] [--device D] [--list] retrain the weights that ship in course_lib/pretrained
+                                                   (maintainers; keys from the registry in course_lib.prepare)
 """
 
 from __future__ import annotations
@@ -101,6 +104,32 @@ def _prepare(args) -> int:
     return 1 if any(s["source"] == "failed" for s in summary) else 0
 
 
+def _train_pretrained(args) -> int:
+    from .prepare import shipped_entries, train_pretrained
+
+    if args.list:
+        for key, entry in shipped_entries().items():
+            print(f"{key}  ({entry.name}, notebook {entry.notebook})")
+        return 0
+    try:
+        train_pretrained(args.keys or None, dev=args.device)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    return 0
+
+
+def _gpu_check(args) -> int:
+    from .gpu_check import gpu_check
+
+    try:
+        gpu_check(args.device, steps=args.steps, n_samples=args.samples)
+    except RuntimeError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    return 0
+
+
 def _write_atomically(path, text: str) -> None:
     """Replace ``path`` by ``text`` in one step: an interrupted write never leaves half a master notebook."""
     import os
@@ -122,7 +151,7 @@ def _slides(args) -> int:
     import nbformat
 
     from ._notebooks import notebook_paths
-    from .homework import add_slide_metadata
+    from .slides import add_slide_metadata
 
     for path in notebook_paths():
         if args.names and not any(n in path.name for n in args.names):
@@ -174,6 +203,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("names", nargs="*", help="substrings of notebook names (default: all)")
     p.add_argument("--overwrite", action="store_true", help="replace slide types set by hand")
     p.set_defaults(func=_slides)
+    p = sub.add_parser("gpu-check", help="train, compare with the CPU and sample each MNIST model on the GPU")
+    p.add_argument("--device", default=None, help="default cuda; cpu runs the same checks on the CPU")
+    p.add_argument("--steps", type=int, default=300, help="training steps per model (default 300)")
+    p.add_argument("--samples", type=int, default=256, help="samples per denoiser (default 256)")
+    p.set_defaults(func=_gpu_check)
+    p = sub.add_parser("train-pretrained", help="retrain the shipped weights (course_lib/pretrained)")
+    p.add_argument("keys", nargs="*", help="which models (default: all; --list shows them)")
+    p.add_argument("--device", default=None, help="e.g. cpu or cuda (default: the best available)")
+    p.add_argument("--list", action="store_true", help="list the shipped models and stop")
+    p.set_defaults(func=_train_pretrained)
     args = parser.parse_args(argv)
     return args.func(args)
 

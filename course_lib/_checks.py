@@ -14,6 +14,7 @@ import torch
 __all__ = [
     "as_float64",
     "as_tensor",
+    "has_values",
     "check_alpha_bar",
     "check_count",
     "check_positive",
@@ -69,10 +70,16 @@ def as_tensor(
         if t.ndim != len(shape) or any(s is not None and s != g for s, g in zip(shape, t.shape, strict=True)):
             want = "(" + ", ".join("n" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
             raise ValueError(f"{name}: expected shape {want}, got {tuple(t.shape)}")
-    if finite and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+    if finite and t.is_floating_point() and has_values(t) and not bool(torch.isfinite(t).all()):
         bad = int((~torch.isfinite(t)).sum())
         raise ValueError(f"{name}: expected finite values, got {bad} NaN or inf entr{'y' if bad == 1 else 'ies'}")
     return t
+
+
+def has_values(t: torch.Tensor) -> bool:
+    """False for tensors on PyTorch's ``meta`` device (shapes only, no values): value checks are skipped there, so a
+    computation can be traced on meta tensors, the tests' stand-in for a GPU (tests/test_devices.py)."""
+    return t.device.type != "meta"
 
 
 def as_float64(x, name: str, **kw) -> torch.Tensor:
@@ -122,7 +129,7 @@ def check_timestep(t, T: int, name: str = "t", *, allow_zero: bool = False) -> t
         if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
             raise TypeError(f"{name}: expected integer time steps in {lo}..{T}, got {describe(t)}")
         tt = t.long()
-    if tt.numel() and (int(tt.min()) < lo or int(tt.max()) > T):
+    if tt.numel() and has_values(tt) and (int(tt.min()) < lo or int(tt.max()) > T):
         got = int(tt.min()) if int(tt.min()) < lo else int(tt.max())
         raise ValueError(f"{name}: expected time steps in {lo}..{T}, got {got}")
     return tt
@@ -133,7 +140,7 @@ def check_alpha_bar(alpha_bar, name: str = "alpha_bar", *, n: int | None = None)
     ab = as_float64(alpha_bar, name, ndim=(0, 1))
     if ab.ndim == 1 and n is not None and ab.shape[0] != n:
         raise ValueError(f"{name}: expected a number or shape ({n},) (one per row of x), got {tuple(ab.shape)}")
-    if ab.numel() and (bool((ab <= 0).any()) or bool((ab > 1).any())):
+    if ab.numel() and has_values(ab) and (bool((ab <= 0).any()) or bool((ab > 1).any())):
         bad = ab[(ab <= 0) | (ab > 1)].flatten()[0].item()
         raise ValueError(f"{name}: expected values in (0, 1], got {bad}")
     return ab

@@ -81,13 +81,56 @@ def recommended_threads(model: torch.nn.Module | None = None) -> int:
     (2x with 2 threads when idle). ``bench/bench_threads.py`` prints the measurement.
     ``COURSE_THREADS`` overrides.
     """
-    env = os.environ.get("COURSE_THREADS", "").strip()
-    if env:
-        return int(env)
+    env = env_threads()
+    if env is not None:
+        return env
     if model is None:
         return 1
     convolutional = any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in model.modules())
     return (os.cpu_count() or 1) if convolutional else 1
+
+
+def env_threads() -> int | None:
+    """``COURSE_THREADS`` as a positive integer, None when unset; anything else is a ValueError naming it."""
+    raw = os.environ.get("COURSE_THREADS", "").strip()
+    if not raw:
+        return None
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"COURSE_THREADS: expected a positive whole number of CPU threads (e.g. 2), got {raw!r}; "
+                         "unset it to let course_lib choose")
+    return n
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU computes bfloat16 in hardware (AMX or AVX-512 BF16 on x86; BF16 on ARM).
+
+    Read from ``torch.backends.cpu.get_cpu_capability()`` and, on Linux, the flags of /proc/cpuinfo. Without
+    such units bf16 is emulated and slower than float32, so ``training.autocast`` falls back to float32.
+    ``COURSE_BF16=0`` or ``1`` overrides the detection.
+    """
+    forced = os.environ.get("COURSE_BF16", "").strip().lower()
+    if forced:
+        return forced in _TRUE
+    return _native_bf16_flags()
+
+
+def _native_bf16_flags() -> bool:
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        text = ""
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            flags.update(line.split(":", 1)[-1].split())
+            break
+    if flags & {"amx_bf16", "avx512_bf16", "bf16", "svebf16"}:
+        return True
+    return "AMX" in getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")().upper()
 
 
 def set_threads(n: int | None = None) -> int:
@@ -101,7 +144,7 @@ def set_threads(n: int | None = None) -> int:
 
 
 @contextmanager
-def threads_for(model: torch.nn.Module):
+def threads_for(model: torch.nn.Module | None):
     """Context manager: use ``recommended_threads(model)`` inside, restore the previous setting after."""
     before = torch.get_num_threads()
     torch.set_num_threads(recommended_threads(model))

@@ -7,7 +7,9 @@ config: change a hyper-parameter and a new model is trained instead of a stale o
 
 Where a model comes from, in order: the user cache (``COURSE_CACHE_DIR`` or ``~/.cache/course_lib``,
 sub-folder ``models``), then weights shipped with the package (``course_lib/pretrained``), then
-training it (and saving the result to the cache).
+training it (and saving the result to the cache). ``cached_model`` applies this rule to one config;
+``load_or_train`` is the rule of every shipped model (the full config first, the FAST one only when the full
+model is nowhere to be found), and ``describe_source`` says in one line what a notebook got.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ import torch
 
 from ._runtime import cache_dir
 
-__all__ = ["CacheInfo", "cached_model", "checkpoint_path", "config_key", "load_checkpoint", "save_checkpoint"]
+__all__ = ["PRETRAINED_DIR", "CacheInfo", "available", "cached_model", "checkpoint_path", "config_key",
+           "describe_source", "float16_state", "load_checkpoint", "load_or_train", "save_checkpoint"]
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 _PLAIN = (str, int, float, bool, type(None))
@@ -153,3 +156,50 @@ def cached_model(name: str, config: dict, build: Callable[[dict], torch.nn.Modul
     except OSError as exc:  # a read-only cache (the grading sandbox) keeps the model, uncached
         warnings.warn(f"{path.name} was trained but could not be cached ({exc})", RuntimeWarning, stacklevel=2)
     return model, CacheInfo("trained", path, time.perf_counter() - t0, dict(meta))
+
+
+def available(name: str, config: dict) -> bool:
+    """True when the model ``name`` with ``config`` is in the user cache or among the shipped weights."""
+    return checkpoint_path(name, config).is_file() or checkpoint_path(name, config, PRETRAINED_DIR).is_file()
+
+
+def load_or_train(name: str, make_config: Callable[..., dict], build: Callable[[dict], torch.nn.Module],
+                  train: Callable[..., dict | None], *, fast: bool, retrain: bool = False,
+                  dev: torch.device | str | None = None, progress: bool = True) -> tuple[torch.nn.Module, CacheInfo]:
+    """The loading rule of every shipped model: the full config ``make_config()`` from the user cache or the shipped
+    weights; only when neither has it, train the full model, or with ``fast`` the small ``make_config(fast=True)``.
+
+    ``build(config)`` -> an untrained model; ``train(model, config, progress=, dev=)`` -> metadata. The model ends in
+    eval mode on ``dev`` (default ``device()``, the GPU when present). Returns ``(model, CacheInfo)``.
+    """
+    from ._runtime import device
+
+    dev = torch.device(dev) if dev is not None else device()
+    full = make_config()
+    cfg = full if (not fast or (available(name, full) and not retrain)) else make_config(fast=True)
+    return cached_model(name, cfg, lambda c: build(c).to(dev),
+                        lambda m: train(m, cfg, progress=progress, dev=dev), retrain=retrain, map_location=dev)
+
+
+def float16_state(model: torch.nn.Module) -> dict:
+    """The model's state dict on the CPU with floating tensors stored as float16 (shipped weights: half the file;
+    ``load_state_dict`` casts back to the model's float32)."""
+    return {k: (v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu())
+            for k, v in model.state_dict().items()}
+
+
+def describe_source(model: torch.nn.Module, info: CacheInfo) -> str:
+    """One line for a notebook: which model (class, parameters, latent size if any), from where, trained how long."""
+    cfg = getattr(model, "config", {}) or {}
+    meta = info.meta
+    what = f"{type(model).__name__} with {sum(p.numel() for p in model.parameters()):,} parameters"
+    if cfg.get("latent_dim") is not None:
+        what += f", latent size {cfg['latent_dim']}"
+    if cfg.get("fast"):
+        what += " (the tiny FAST model: the shipped weights were not found)"
+    trained = ""
+    if "train_seconds" in meta:
+        unit = "epochs" if "epochs" in meta and "steps" not in meta else "steps"
+        trained = (f"; trained for {meta.get(unit, '?')} {unit} in {meta['train_seconds'] / 60:.1f} min "
+                   f"on {meta.get('device', '?')}")
+    return f"{what} — {info}{trained}"

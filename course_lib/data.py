@@ -14,6 +14,9 @@ Each file may be gzipped (``.gz``, as downloaded) or not. Offline? Put the four 
 
 >>> train = load_mnist("train")           # MNIST(images=uint8 (60000, 28, 28), labels=int64 (60000,))
 >>> x, y = mnist_tensors("test")          # x: float32 (10000, 1, 28, 28) in [0, 1], y: int64 (10000,)
+
+The diffusion models and classifiers work on the [-1, 1] scale: ``mnist_model_tensors`` (= ``to_model_scale`` of
+``mnist_tensors``), ``to_unit`` maps back for display, ``random_shift`` is the classifiers' augmentation.
 """
 
 from __future__ import annotations
@@ -49,7 +52,11 @@ __all__ = [
     "download_mnist",
     "load_mnist",
     "mnist_dir",
+    "mnist_model_tensors",
     "mnist_tensors",
+    "random_shift",
+    "to_model_scale",
+    "to_unit",
     "verify_mnist",
 ]
 
@@ -458,3 +465,42 @@ def mnist_tensors(
     elif binarize == "threshold":
         x = (x > 0.5).to(torch.float32)
     return x, torch.from_numpy(labels)
+
+
+# ---------------------------------------------------------------------------------------------- the [-1, 1] scale
+def to_model_scale(x: torch.Tensor) -> torch.Tensor:
+    """Pixels in [0, 1] (``mnist_tensors``) -> [-1, 1], the scale the diffusion models work in: 2 x - 1."""
+    return x * 2.0 - 1.0
+
+
+def to_unit(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] -> [0, 1] for display, clamped (samples can overshoot): (x + 1) / 2."""
+    return ((x + 1.0) / 2.0).clamp(0.0, 1.0)
+
+
+def mnist_model_tensors(split: str = "train", *, limit: int | None = None, **load_kw
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """MNIST on the models' scale: x float32 (n, 1, 28, 28) in [-1, 1], y int64 (n,). See ``mnist_tensors``."""
+    x, y = mnist_tensors(split, limit=limit, **load_kw)
+    return to_model_scale(x), y
+
+
+def random_shift(x: torch.Tensor, shift: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Translate each image of x (n, 1, H, W) in [-1, 1] by up to ``shift`` pixels in each direction.
+
+    Pads with the background value -1 and crops at a random offset per image; the offsets are drawn on the CPU
+    from ``generator`` (the course's rule: draw where the generator lives, then move), so a seed gives the same
+    shifts on any device. ``shift`` <= 0 returns x unchanged.
+    """
+    if shift <= 0:
+        return x
+    if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != 1:
+        raise ValueError(f"x: expected images of shape (n, 1, H, W), got {describe(x)}")
+    n, _, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (shift,) * 4, value=-1.0)
+    dx = torch.randint(0, 2 * shift + 1, (n,), generator=generator)
+    dy = torch.randint(0, 2 * shift + 1, (n,), generator=generator)
+    rows = (dy[:, None] + torch.arange(h)[None, :]).to(x.device)          # (n, h)
+    cols = (dx[:, None] + torch.arange(w)[None, :]).to(x.device)          # (n, w)
+    idx = torch.arange(n, device=x.device)[:, None, None]
+    return padded[:, 0][idx, rows[:, :, None], cols[:, None, :]].unsqueeze(1)

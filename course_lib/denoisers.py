@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import time
 
 import torch
 from torch import nn
@@ -276,11 +275,12 @@ def train_toy_denoiser(data, schedule: NoiseSchedule, target: str = "eps", steps
     ``log_every`` steps) every ``log_every`` steps, and the wall "seconds" and "cpu_seconds" of training. The
     model is returned in eval mode.
     """
-    from .training import training_loop
+    from .training import train
 
     if target not in TARGETS:
         raise ValueError(f"target: expected one of {TARGETS}, got {target!r}")
-    dim = getattr(data, "dim", None) or (data.shape[1] if isinstance(data, torch.Tensor) else None)
+    # a tensor's .dim is the method Tensor.dim(), not the points' dimension: read the shape first
+    dim = data.shape[1] if isinstance(data, torch.Tensor) and data.ndim == 2 else getattr(data, "dim", None)
     if dim is None:
         raise ValueError("data: expected a tensor (N, d) or a callable with a .dim attribute (see toy_data)")
     if model is None:
@@ -290,27 +290,11 @@ def train_toy_denoiser(data, schedule: NoiseSchedule, target: str = "eps", steps
     def loss_fn(m, batch):
         return diffusion_loss(m, batch, schedule, target, g_noise, weighting=weighting)
 
-    from tqdm.auto import tqdm
-
-    from ._runtime import threads_for
-
-    history: dict = {"step": [], "loss": []}
-    t0, cpu0, running, count = time.perf_counter(), time.process_time(), 0.0, 0
-    with threads_for(model), tqdm(total=steps, desc=f"{target} denoiser", disable=not progress, leave=False) as bar:
-        for state in training_loop(model, loss_fn, data, steps=steps, batch_size=batch_size, lr=lr,
-                                   generator=g_data, lr_schedule=lr_schedule):
-            running, count = running + state.loss, count + 1
-            if state.step % log_every == 0 or state.step == steps:
-                history["step"].append(state.step)
-                history["loss"].append(running / count)  # the average since the last record: less noisy
-                running, count = 0.0, 0
-                bar.set_postfix(loss=f"{history['loss'][-1]:.4g}", refresh=False)
-            bar.update(1)
-            if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
-                break
-    history["seconds"] = time.perf_counter() - t0
-    history["cpu_seconds"] = time.process_time() - cpu0  # this process's CPU time: less sensitive to a busy machine
-    model.eval()
+    hist = train(model, loss_fn, data, steps=steps, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule,
+                 generator=g_data, progress=progress, desc=f"{target} denoiser", log_every=log_every,
+                 max_seconds=max_seconds)
+    history = {"step": hist["step"], "loss": hist["loss"], "seconds": hist["seconds"],
+               "cpu_seconds": hist["cpu_seconds"]}
     return model, history
 
 

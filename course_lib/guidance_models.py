@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -38,22 +37,13 @@ from torch.nn import functional as F
 
 from ._checks import describe
 from ._runtime import FAST, cache_dir, seed, threads_for
-from .checkpoints import CacheInfo, cached_model, config_key
+from .checkpoints import CacheInfo, cached_model, config_key, load_or_train
+from .data import mnist_model_tensors, random_shift
 from .denoisers import ToyDenoiser, diffusion_loss, make_schedule
 from .guidance import ClassifierFreeGuidance, ClassifierGuidance, check_labels, check_strength
-from .mnist_models import (
-    EMA,
-    _autocast,
-    _downsample,
-    _mnist_train,
-    _random_shift,
-    load_full_or_fast,
-    load_or_train_mnist_classifier,
-    load_or_train_mnist_denoiser,
-    mnist_schedule,
-    to_model_scale,
-)
+from .mnist_models import load_or_train_mnist_classifier, load_or_train_mnist_denoiser, mnist_schedule
 from .nets import time_embedding
+from .training import downsample, train, training_meta
 from .unet import ResBlock
 
 __all__ = [
@@ -69,6 +59,7 @@ __all__ = [
     "load_guidance_models",
     "load_or_train_noisy_classifier",
     "noisy_accuracy",
+    "noisy_classifier",
     "noisy_classifier_config",
     "sample_guided_digits",
     "sample_set_config",
@@ -104,23 +95,15 @@ def _toy_setup(mixture_name: str, schedule: str, T: int):
 def _fit_toy(model: nn.Module, loss_fn, steps: int, batch_size: int, lr: float, seed_: int, mixture, desc: str,
              progress: bool) -> dict:
     """Adam with cosine decay on fresh labelled mixture draws (x^0, y); returns the metadata of a checkpoint."""
-    from tqdm.auto import tqdm
-
-    from .training import training_loop
 
     def data(n, generator=None):
         x, y = mixture.sample(n, generator=generator, return_labels=True)
         return x.float(), y.long()
 
-    losses: list[float] = []
-    t0 = time.perf_counter()
-    with threads_for(model), tqdm(total=steps, desc=desc, disable=not progress, leave=False) as bar:
-        for state in training_loop(model, loss_fn, data, steps=steps, batch_size=batch_size, lr=lr,
-                                   generator=torch.Generator().manual_seed(seed_ + 1), lr_schedule="cosine"):
-            losses.append(state.loss)
-            bar.update(1)
-    loss_steps, loss_means = _downsample(losses)
-    return {"seconds": round(time.perf_counter() - t0, 2), "loss_steps": loss_steps, "loss": loss_means}
+    hist = train(model, loss_fn, data, steps=steps, batch_size=batch_size, lr=lr, lr_schedule="cosine",
+                 generator=torch.Generator().manual_seed(seed_ + 1), progress=progress, desc=desc)
+    loss_steps, loss_means = downsample(hist["loss"], hist["step"])
+    return {"seconds": round(hist["seconds"], 2), "loss_steps": loss_steps, "loss": loss_means}
 
 
 def cached_toy_classifier(mixture_name: str = "three_classes_2d", *, steps: int = 3000, schedule: str = "cosine",
@@ -170,7 +153,7 @@ def cached_toy_cond_denoiser(mixture_name: str = "three_classes_2d", *, label_dr
 
     def loss_fn(m, batch):
         x0, y = batch
-        drop = torch.rand(y.shape, generator=g) < label_drop
+        drop = torch.rand(y.shape, generator=g).to(y.device) < label_drop
         y = torch.where(drop, torch.full_like(y, mixture.K), y)
         return diffusion_loss(lambda x_t, t: m(x_t, t, y), x0, sched, "eps", g)
 
@@ -232,7 +215,8 @@ def noisy_classifier_config(*, fast: bool = False) -> dict:
     return cfg
 
 
-def _build_noisy(config: dict) -> NoisyMNISTClassifier:
+def noisy_classifier(config: dict) -> NoisyMNISTClassifier:
+    """The untrained ``NoisyMNISTClassifier`` that ``config`` describes (``model.config`` is set to it)."""
     model = NoisyMNISTClassifier(tuple(config["channels"]), config["emb_dim"], config["T"])
     model.config = dict(config)
     return model
@@ -259,57 +243,37 @@ def noisy_accuracy(model: nn.Module, x0: torch.Tensor, y: torch.Tensor, t_values
 def train_noisy_classifier(model: NoisyMNISTClassifier, config: dict, *, progress: bool = True,
                            dev: torch.device | str | None = None) -> dict:
     """Cross-entropy on x^t, t ~ U{0..T}: the classifier learns p(y | x^t) for every noise level. Returns metadata."""
-    from tqdm.auto import tqdm
-
-    from .data import mnist_tensors
-    from .training import training_loop
-
     dev = torch.device(dev) if dev is not None else next(model.parameters()).device
     gen = seed(config["seed"])
-    x, y = _mnist_train(config["train_limit"])
+    x, y = mnist_model_tensors("train", limit=config["train_limit"])
     schedule = mnist_schedule(config)
     g = torch.Generator().manual_seed(config["seed"] + 1)
-    amp, amp_on = _autocast(config["precision"], dev)
-    ema = EMA(model, 0.999 if not config["fast"] else 0.9)
 
     def loss_fn(m, batch):
         xb, yb = batch
-        xb = _random_shift(xb, config["shift"], g)
-        t = torch.randint(0, config["T"] + 1, (xb.shape[0],), generator=g)
-        x_t = schedule.q_sample(xb, t.to(xb.device), generator=g)
-        with amp():
-            return F.cross_entropy(m(x_t.float(), t.to(xb.device)).float(), yb)
+        xb = random_shift(xb, config["shift"], g)
+        t = torch.randint(0, config["T"] + 1, (xb.shape[0],), generator=g).to(xb.device)
+        x_t = schedule.q_sample(xb, t, generator=g)  # noise drawn on the CPU generator, then moved
+        return F.cross_entropy(m(x_t.float(), t).float(), yb)
 
-    losses: list[float] = []
-    t0, c0 = time.perf_counter(), time.process_time()
-    with threads_for(model), tqdm(total=config["steps"], desc="noise-aware classifier", disable=not progress,
-                                  leave=False, mininterval=5.0) as bar:
-        for state in training_loop(model, loss_fn, (x.to(dev), y.to(dev)), steps=config["steps"],
-                                   batch_size=config["batch_size"], lr=config["lr"], generator=gen, device=dev,
-                                   lr_schedule=config["lr_schedule"]):
-            ema.update(model)
-            losses.append(state.loss)
-            bar.update(1)
-    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    ema.copy_to(model)
-    model.eval()
-    xt, yt = mnist_tensors("test", limit=2000 if config["fast"] else None)
+    hist = train(model, loss_fn, (x.to(dev), y.to(dev)), steps=config["steps"], batch_size=config["batch_size"],
+                 lr=config["lr"], lr_schedule=config["lr_schedule"], precision=config["precision"],
+                 ema_decay=0.9 if config["fast"] else 0.999, generator=gen, device=dev, progress=progress,
+                 desc="noise-aware classifier")
+    xt, yt = mnist_model_tensors("test", limit=2000 if config["fast"] else None)
     ts = [0, 50, 100, 200, 300, 400, 500]
-    acc = noisy_accuracy(model, to_model_scale(xt), yt, ts, schedule, torch.Generator().manual_seed(7))
-    loss_steps, loss_means = _downsample(losses)
-    return {"train_seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1), "steps": config["steps"],
-            "device": str(dev), "torch": str(torch.__version__), "autocast": "bf16" if amp_on else "off",
-            "params": sum(p.numel() for p in model.parameters()), "accuracy_t": ts,
-            "accuracy": [round(a, 4) for a in acc], "test_size": int(xt.shape[0]),
-            "loss_steps": loss_steps, "loss": loss_means}
+    acc = noisy_accuracy(model, xt, yt, ts, schedule, torch.Generator().manual_seed(7))
+    meta = training_meta(hist, model)
+    meta.update(accuracy_t=ts, accuracy=[round(a, 4) for a in acc], test_size=int(xt.shape[0]))
+    return meta
 
 
 def load_or_train_noisy_classifier(*, fast: bool = FAST, retrain: bool = False,
                                    dev: torch.device | str | None = None,
                                    progress: bool = True) -> tuple[NoisyMNISTClassifier, CacheInfo]:
     """The noise-aware MNIST classifier: full config from the cache or shipped weights, else trained (tiny if FAST)."""
-    return load_full_or_fast(NOISY_CLASSIFIER_NAME, noisy_classifier_config, _build_noisy, train_noisy_classifier,
-                             fast=fast, retrain=retrain, dev=dev, progress=progress)
+    return load_or_train(NOISY_CLASSIFIER_NAME, noisy_classifier_config, noisy_classifier, train_noisy_classifier,
+                         fast=fast, retrain=retrain, dev=dev, progress=progress)
 
 
 # ====================================================================== MNIST: guided sampling

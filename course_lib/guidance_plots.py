@@ -448,7 +448,7 @@ def plot_guidance_grids(sets: dict, gammas=None, *, per_digit: int = 6, kind: st
     """
     import matplotlib.pyplot as plt
 
-    from .mnist_models import _imshow
+    from .mnist_figures import imshow_digits
 
     gammas = list(sets) if gammas is None else list(gammas)
     m = min(per_digit, next(iter(sets.values())).shape[1])
@@ -458,7 +458,7 @@ def plot_guidance_grids(sets: dict, gammas=None, *, per_digit: int = 6, kind: st
     for ax, g in zip(axes[0], gammas, strict=True):
         x = sets[g][:, :m].reshape(-1, 1, 28, 28)
         title = f"$\\gamma$ = {g:g}" if symbol == "gamma" else f"w = {g - 1:g}\n($\\gamma$ = {g:g})"
-        _imshow(ax, x, nrow=m, title=title)
+        imshow_digits(ax, x, nrow=m, title=title)
     ax0 = axes[0, 0]
     ax0.set_yticks([(28 + 1) * d + 14 for d in range(10)], [str(d) for d in range(10)])
     ax0.tick_params(left=False)

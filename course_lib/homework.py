@@ -16,8 +16,8 @@ Conventions in the master notebooks (see CONTRIBUTING.md):
 The student version also gets ``%load_ext course_lib.checks`` at the end of its first code cell: a cell that
 needs an unfinished exercise prints "finish exercise N first" instead of stopping the notebook
 (``course_lib.checks.load_ipython_extension``). Outputs and execution counts are cleared, and cells without RISE
-slide metadata get it (``add_slide_metadata``; the master notebooks carry it already, ``python -m course_lib slides``
-adds it to a new one).
+slide metadata get it (``slides.add_slide_metadata``; the master notebooks carry it already,
+``python -m course_lib slides`` adds it to a new one).
 
 Grading (``grade_folder``, ``grade_notebook``) is in ``course_lib.grader``: the submission runs in a sandbox, the
 master's checks and hidden tests run in the grader against stand-ins for the student's functions.
@@ -30,6 +30,8 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .slides import add_slide_metadata
 
 __all__ = [
     "Exercise", "add_slide_metadata", "block_lines", "build_student", "cell_tags", "clear_solutions", "exercises",
@@ -44,7 +46,6 @@ EXTENSION_LINE = ('# runs the notebook before every exercise is done: cells that
 _CHECK_CALL = re.compile(r"\bcheck_\w+\s*\(")
 _EXERCISE_HEADING = re.compile(r"Exercise\s+(\d+)")
 _DEF = re.compile(r"^\s*def\s+(\w+)\s*\(", re.MULTILINE)
-_HEADING = re.compile(r"^\s*(#{1,6})\s")
 
 
 # ====================================================================== reading the master notebooks
@@ -161,22 +162,6 @@ def solution_lines(nb) -> list[str]:
             if line.strip()]
 
 
-def add_slide_metadata(nb, overwrite: bool = False):
-    """RISE slide metadata, in place: a markdown cell starting with a # or ## heading starts a slide, ### a
-    sub-slide; every other cell continues the current one ("-"). Existing choices are kept unless ``overwrite``."""
-    for cell in nb.cells:
-        meta = cell.setdefault("metadata", {})
-        if "slideshow" in meta and not overwrite:
-            continue
-        kind = "-"
-        if cell.cell_type == "markdown":
-            m = _HEADING.match(cell.source)
-            if m:
-                kind = "slide" if len(m.group(1)) <= 2 else "subslide"
-        meta["slideshow"] = {"slide_type": kind}
-    return nb
-
-
 def student_notebook(nb, *, slides: bool = True):
     """The student version of master notebook ``nb`` (a copy): solutions stubbed, hidden tests removed, outputs
     cleared, the "finish exercise N first" extension loaded in the first code cell."""
@@ -257,10 +242,3 @@ def leaked_solution_lines(master, student) -> list[str]:
 
 
 # ====================================================================== grading (course_lib.grader)
-def __getattr__(name: str):
-    """``grade_folder`` and ``grade_notebook`` live in ``course_lib.grader``; these names keep old imports working."""
-    if name in ("grade_folder", "grade_notebook"):
-        from . import grader
-
-        return getattr(grader, name)
-    raise AttributeError(f"module 'course_lib.homework' has no attribute {name!r}")

@@ -1,6 +1,11 @@
-"""Lecture mode: ``python -m course_lib prepare`` loads or trains every model the notebooks use, before class.
+"""The registry of the kit's models, and the two commands that read it.
 
-The models come from a small registry of ``(name, notebook, loader, kind)``. ``loader(fast, progress)`` returns
+``python -m course_lib prepare`` loads or trains every model the notebooks use, before class;
+``python -m course_lib train-pretrained [KEYS]`` retrains the weights that ship in ``course_lib/pretrained``
+(``train_pretrained``: the entries with a ``Shipped`` recipe, keys such as ``mnist_denoiser`` or ``mnist_vae_k20``).
+
+The models come from one registry of ``ModelEntry(name, notebook, loader, kind, shipped)``.
+``loader(fast, progress)`` returns
 what ``checkpoints.cached_model`` returns, ``(model, CacheInfo)`` (or just the ``CacheInfo``): where the model came
 from ("cache", "pretrained" shipped weights, or "trained") and how long it took. ``kind`` is "model", or
 "samples" for a cached artefact that is computed rather than trained (notebook 08's guided MNIST sample sets,
@@ -20,10 +25,28 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["KINDS", "SOURCES", "ArtefactInfo", "ModelEntry", "prepare", "register", "registry"]
+__all__ = ["KINDS", "SOURCES", "ArtefactInfo", "ModelEntry", "Shipped", "prepare", "register", "registry",
+           "shipped_entries", "train_pretrained"]
 
 KINDS = ("model", "samples")
 SOURCES = ("cache", "pretrained", "trained", "computed", "failed")
+
+
+@dataclass(frozen=True)
+class Shipped:
+    """How a model whose weights ship with the kit is made again (``train_pretrained``).
+
+    ``key``: the name ``train-pretrained`` takes; ``name``: the checkpoint name (file ``<name>-<config key>.pt``);
+    ``config()``: the full config; ``build(config)``: the untrained model; ``train(model, config, progress=, dev=)``:
+    the metadata; ``check(model, meta)``: a one-line summary of the float16 weights (it may add to ``meta``).
+    """
+
+    key: str
+    name: str
+    config: Callable[[], dict]
+    build: Callable[[dict], object]
+    train: Callable[..., dict]
+    check: Callable[[object, dict], str] | None = None
 
 
 @dataclass(frozen=True)
@@ -32,6 +55,7 @@ class ModelEntry:
     notebook: str
     load: Callable[[bool, bool], object]   # (fast, progress) -> (model, CacheInfo), CacheInfo or ArtefactInfo
     kind: str = "model"                    # "model", or "samples": a cached artefact that is computed, not trained
+    shipped: Shipped | None = None         # how its shipped weights are made, for models in course_lib/pretrained
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -70,16 +94,49 @@ TOY_DENOISERS = ([("eight_gaussians_2d", t, 5000, 300) for t in ("x0", "eps", "s
 
 
 def _vae_entries(m) -> list[ModelEntry]:
+    def check(model, meta) -> str:
+        import torch
+
+        x_test, _ = m.mnist_test_binarized()
+        dev = next(model.parameters()).device
+        meta["test_elbo_float16"] = m.evaluate_vae(model, x_test.to(dev), generator=torch.Generator().manual_seed(0))[
+            "elbo"]
+        return f"test ELBO {meta['test_elbo']:.2f} nats (float16 {meta['test_elbo_float16']:.2f})"
+
     return [ModelEntry(f"MNIST VAE, latent size {k}", "03",
-                       lambda fast, progress, k=k: m.load_or_train_mnist_vae(k, fast=fast, progress=progress))
+                       lambda fast, progress, k=k: m.load_or_train_mnist_vae(k, fast=fast, progress=progress),
+                       shipped=Shipped(f"mnist_vae_k{k}", m.MNIST_NAME, lambda k=k: m.mnist_vae_config(k),
+                                       m.mnist_vae_build, m.train_mnist_vae, check))
             for k in m.MNIST_LATENT_DIMS]
 
 
 def _mnist_entries(m) -> list[ModelEntry]:
+    from functools import partial
+
+    def check_classifier(model, meta) -> str:
+        from .data import mnist_model_tensors
+
+        xt, yt = mnist_model_tensors("test")
+        meta["test_accuracy_float16"] = round(m.classifier_accuracy(model, xt, yt), 5)
+        return f"test accuracy {meta['test_accuracy']:.4f} (float16 {meta['test_accuracy_float16']:.4f})"
+
+    def check_denoiser(model, meta) -> str:
+        return f"final loss {meta['final_loss']:.4f} per pixel"
+
     return [ModelEntry("MNIST U-Net denoiser", "07",
-                       lambda fast, progress: m.load_or_train_mnist_denoiser(fast=fast, progress=progress)),
+                       lambda fast, progress: m.load_or_train_mnist_denoiser(fast=fast, progress=progress),
+                       shipped=Shipped("mnist_denoiser", m.DENOISER_NAME, m.mnist_diffusion_config, m.mnist_unet,
+                                       m.train_mnist_denoiser, check_denoiser)),
             ModelEntry("MNIST feature classifier", "07",
-                       lambda fast, progress: m.load_or_train_mnist_classifier(fast=fast, progress=progress))]
+                       lambda fast, progress: m.load_or_train_mnist_classifier(fast=fast, progress=progress),
+                       shipped=Shipped("mnist_classifier", m.CLASSIFIER_NAME, m.mnist_classifier_config,
+                                       m.mnist_classifier, m.train_mnist_classifier, check_classifier)),
+            ModelEntry("MNIST conditional U-Net denoiser", "08",
+                       lambda fast, progress: m.load_or_train_mnist_denoiser(conditional=True, fast=fast,
+                                                                             progress=progress),
+                       shipped=Shipped("mnist_cond_denoiser", m.COND_DENOISER_NAME,
+                                       partial(m.mnist_diffusion_config, conditional=True), m.mnist_unet,
+                                       m.train_mnist_denoiser, check_denoiser))]
 
 
 def _toy_entries(m) -> list[ModelEntry]:
@@ -112,6 +169,10 @@ def _guided_sample_sets(gm, fast: bool, progress: bool) -> ArtefactInfo:
 
 
 def _guidance_entries(gm) -> list[ModelEntry]:
+    def check_noisy(model, meta) -> str:
+        pairs = zip(meta["accuracy_t"], meta["accuracy"], strict=True)
+        return "accuracy at t = " + ", ".join(f"{t}: {a:.3f}" for t, a in pairs)
+
     def toy(which):
         full, short = TOY_GUIDANCE_STEPS[which]
         fn = gm.cached_toy_classifier if which == "classifier" else gm.cached_toy_cond_denoiser
@@ -120,11 +181,10 @@ def _guidance_entries(gm) -> list[ModelEntry]:
 
     return [ModelEntry("toy noise-aware classifier", "08", toy("classifier")),
             ModelEntry("toy conditional denoiser", "08", toy("cond_denoiser")),
-            ModelEntry("MNIST conditional U-Net denoiser", "08",
-                       lambda fast, progress: gm.load_or_train_mnist_denoiser(conditional=True, fast=fast,
-                                                                              progress=progress)),
             ModelEntry("MNIST noise-aware classifier", "08",
-                       lambda fast, progress: gm.load_or_train_noisy_classifier(fast=fast, progress=progress)),
+                       lambda fast, progress: gm.load_or_train_noisy_classifier(fast=fast, progress=progress),
+                       shipped=Shipped("mnist_noisy_classifier", gm.NOISY_CLASSIFIER_NAME, gm.noisy_classifier_config,
+                                       gm.noisy_classifier, gm.train_noisy_classifier, check_noisy)),
             ModelEntry("MNIST guided sample sets", "08",
                        lambda fast, progress: _guided_sample_sets(gm, fast, progress), kind="samples")]
 
@@ -181,3 +241,51 @@ def prepare(*, fast: bool = False, progress: bool = True, only: list[str] | None
         if s["source"] == "failed":
             log(f"FAILED {s['name']}: {s['message']}")
     return summary
+
+
+def shipped_entries(log: Callable[[str], None] | None = print) -> dict[str, ModelEntry]:
+    """The registry's entries whose weights ship with the kit, by ``Shipped.key``."""
+    return {e.shipped.key: e for e in registry(log) if e.shipped is not None}
+
+
+def train_pretrained(keys=None, *, dev=None, progress: bool = True, directory=None,
+                     log: Callable[[str], None] = print) -> list[Path]:
+    """Train the shipped models ``keys`` (default: all of ``shipped_entries``) and save them, float16, where
+    ``checkpoints.cached_model`` finds shipped weights (``directory``, default ``course_lib/pretrained``).
+
+    Each model starts from the same initial weights as ``cached_model`` would give it (torch seeded from the config's
+    seed), is trained by its ``Shipped.train``, rounded to float16, checked (``Shipped.check`` on the rounded model)
+    and saved with its config and metadata. Returns the paths written.
+    """
+    import torch
+
+    from ._runtime import device
+    from .checkpoints import PRETRAINED_DIR, checkpoint_path, float16_state, save_checkpoint
+
+    entries = shipped_entries(log)
+    keys = list(entries) if keys is None else list(keys)
+    unknown = [k for k in keys if k not in entries]
+    if unknown:
+        raise ValueError(f"keys: unknown shipped model(s) {unknown}; expected some of {sorted(entries)}")
+    dev = torch.device(dev) if dev is not None else device()
+    paths = []
+    for key in keys:
+        spec = entries[key].shipped
+        cfg = spec.config()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(cfg.get("seed", 0)))
+            model = spec.build(cfg)
+        model = model.to(dev)
+        meta = spec.train(model, cfg, progress=progress, dev=dev) or {}
+        half = float16_state(model)
+        model.load_state_dict(half)  # check what ships: the rounded weights
+        model.eval()
+        meta["storage"] = "float16"
+        summary = spec.check(model, meta) if spec.check else ""
+        path = save_checkpoint(checkpoint_path(spec.name, cfg, directory or PRETRAINED_DIR), half, name=spec.name,
+                               config=cfg, meta=meta)
+        log(f"{key}: {summary}; {meta.get('steps', '?')} steps in {meta.get('train_seconds', 0) / 60:.1f} min "
+            f"({meta.get('cpu_seconds', 0) / 60:.1f} CPU-min) on {meta.get('device', dev)}; {path.name} "
+            f"{path.stat().st_size / 2**20:.2f} MiB")
+        paths.append(path)
+    return paths

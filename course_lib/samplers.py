@@ -32,6 +32,7 @@ from typing import NamedTuple
 import torch
 
 from ._checks import describe
+from ._runtime import threads_for
 from .diffusion import TARGETS, convert
 from .schedules import NoiseSchedule
 
@@ -123,6 +124,14 @@ def _resolve_target(denoiser, target) -> str:
     return target
 
 
+def _module(denoiser) -> torch.nn.Module | None:
+    """The ``nn.Module`` behind a denoiser: itself, or the ``.denoiser`` a guidance wrapper holds; else None."""
+    if isinstance(denoiser, torch.nn.Module):
+        return denoiser
+    inner = getattr(denoiser, "denoiser", None)
+    return inner if isinstance(inner, torch.nn.Module) else None
+
+
 def _resolve_dtype_device(denoiser, dtype, device, x_T=None):
     """Explicit arguments, else the module's parameters, else x_T's, else float64 on the CPU.
 
@@ -210,24 +219,26 @@ def sample(denoiser, schedule: NoiseSchedule, shape_or_n=None, *, target: str | 
 
     path, x0_path = [x], []
     coef_a, coef_b, coef_c = _coefficient_table(schedule, ts, eta)
-    for k in range(len(ts) - 1):
-        t = int(ts[k])
-        pred = denoiser(x, torch.full((n,), t, dtype=torch.long, device=device))
-        if not isinstance(pred, torch.Tensor) or tuple(pred.shape) != tuple(x.shape):
-            got = tuple(pred.shape) if isinstance(pred, torch.Tensor) else describe(pred)
-            raise ValueError(f"denoiser: expected a prediction of x_t's shape {tuple(x.shape)} at t = {t}, got {got}")
-        ab_t = float(schedule.alpha_bars[t])
-        x0_hat = convert(pred.to(dtype), target, "x0", x, ab_t)
-        if clip_x0 is not None:
-            x0_hat = x0_hat.clamp(-clip_x0, clip_x0)
-        a, b, c = coef_a[k], coef_b[k], coef_c[k]
-        x = a * x0_hat + b * x
-        if c > 0:
-            z = torch.randn(x.shape, generator=generator, dtype=torch.float64).to(dtype=dtype, device=device)
-            x = x + c**0.5 * z
-        if return_path:
-            path.append(x)
-            x0_path.append(x0_hat)
+    with threads_for(_module(denoiser)):  # the CPU threads that suit the network, restored afterwards
+        for k in range(len(ts) - 1):
+            t = int(ts[k])
+            pred = denoiser(x, torch.full((n,), t, dtype=torch.long, device=device))
+            if not isinstance(pred, torch.Tensor) or tuple(pred.shape) != tuple(x.shape):
+                got = tuple(pred.shape) if isinstance(pred, torch.Tensor) else describe(pred)
+                raise ValueError(f"denoiser: expected a prediction of x_t's shape {tuple(x.shape)} at t = {t}, "
+                                 f"got {got}")
+            ab_t = float(schedule.alpha_bars[t])
+            x0_hat = convert(pred.to(dtype), target, "x0", x, ab_t)
+            if clip_x0 is not None:
+                x0_hat = x0_hat.clamp(-clip_x0, clip_x0)
+            a, b, c = coef_a[k], coef_b[k], coef_c[k]
+            x = a * x0_hat + b * x
+            if c > 0:
+                z = torch.randn(x.shape, generator=generator, dtype=torch.float64).to(dtype=dtype, device=device)
+                x = x + c**0.5 * z
+            if return_path:
+                path.append(x)
+                x0_path.append(x0_hat)
     if not return_path:
         return x
     return SamplerPath(x, torch.stack(path), torch.stack(x0_path), ts.to(device))

@@ -1,4 +1,4 @@
-"""One explicit training loop.
+"""One explicit training loop, and the one entry point every model of the course trains through.
 
 ``training_loop`` is a generator that yields its state after every step, so a notebook decides what
 to record, what to plot and when to stop::
@@ -6,23 +6,33 @@ to record, what to plot and when to stop::
     for state in training_loop(model, loss_fn, data, steps=2000, batch_size=256):
         losses.append(state.loss)
 
-``train`` wraps it with a tqdm progress bar (a widget in Jupyter, text elsewhere) and returns the
-history. ``loss_fn(model, batch)`` returns a scalar loss, or ``(loss, logs)`` with a dict of extra
-numbers to record (e.g. the ELBO's two terms).
+``train`` runs it to the end for every model of the kit (toy denoisers, VAEs, U-Nets, classifiers): a tqdm
+progress bar (a widget in Jupyter, text elsewhere), the CPU threads that suit the model (set around training,
+restored after), optional bfloat16 autocast (``precision``), an exponential moving average of the weights
+(``ema_decay``), a guard that stops before a NaN/inf loss reaches the weights, and the history. ``loss_fn(model,
+batch)`` returns a scalar loss, or ``(loss, logs)`` with a dict of extra numbers to record (e.g. the ELBO's two
+terms). ``training_meta`` turns a history into the plain metadata a checkpoint stores.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import platform
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
 
-from ._runtime import threads_for
+from ._runtime import recommended_threads
 
-__all__ = ["TrainState", "minibatches", "train", "training_loop"]
+__all__ = ["EMA", "PRECISIONS", "TrainState", "autocast", "downsample", "minibatches", "train", "training_loop",
+           "training_meta"]
+
+PRECISIONS = ("float32", "bf16")
+HISTORY_POINTS = 200  # the loss history stored in a checkpoint: block means, at most this many points
 
 
 @dataclass
@@ -76,10 +86,13 @@ def _to(batch, device):
 def training_loop(model: torch.nn.Module, loss_fn: Callable, data, *, steps: int, batch_size: int = 256,
                   lr: float = 1e-3, optimizer: torch.optim.Optimizer | None = None,
                   generator: torch.Generator | None = None, device: torch.device | str | None = None,
-                  grad_clip: float | None = None, lr_schedule: str = "constant") -> Iterator[TrainState]:
+                  grad_clip: float | None = None, lr_schedule: str = "constant",
+                  precision: str = "float32") -> Iterator[TrainState]:
     """Minimise ``loss_fn(model, batch)`` with Adam for ``steps`` steps, yielding a ``TrainState`` each step.
 
     ``lr_schedule``: "constant" or "cosine" (decays to 0 over ``steps``; often a free gain on toys).
+    ``precision``: "float32", or "bf16" to run ``loss_fn`` under bfloat16 autocast where the device runs bf16
+    natively (``autocast``); weights, gradients and the optimiser stay float32.
     The model is put in train mode and left in it; the caller switches to ``model.eval()``.
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
@@ -88,13 +101,15 @@ def training_loop(model: torch.nn.Module, loss_fn: Callable, data, *, steps: int
         raise ValueError(f"lr_schedule: expected 'constant' or 'cosine', got {lr_schedule!r}")
     if device is None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    amp, _ = autocast(precision, torch.device(device))
     opt = optimizer or torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if lr_schedule == "cosine" else None
     batches = minibatches(data, batch_size, generator=generator, device=device)
     model.train()
     t0 = time.perf_counter()
     for step in range(1, steps + 1):
-        out = loss_fn(model, next(batches))
+        with amp():
+            out = loss_fn(model, next(batches))
         loss, logs = (out if isinstance(out, tuple) else (out, {}))
         if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
             raise ValueError(f"loss_fn: expected a scalar tensor (or (loss, logs)), got {type(loss).__name__}"
@@ -116,24 +131,142 @@ def training_loop(model: torch.nn.Module, loss_fn: Callable, data, *, steps: int
 
 
 def train(model: torch.nn.Module, loss_fn: Callable, data, *, steps: int, progress: bool = True,
-          desc: str = "training", log_every: int = 1, **loop_kw) -> dict[str, list[float]]:
-    """Run ``training_loop`` to the end with a progress bar; returns the history.
+          desc: str = "training", log_every: int = 1, ema_decay: float | None = None, threads: int | None = None,
+          max_seconds: float | None = None, on_step: Callable[[TrainState], None] | None = None,
+          **loop_kw) -> dict:
+    """Train ``model`` with ``training_loop`` to the end: the one way every model of the kit is trained.
 
-    History: ``{"step": [...], "loss": [...], <each key of logs>: [...], "seconds": total}``, recorded
-    every ``log_every`` steps. Uses ``recommended_threads(model)`` CPU threads while it runs.
+    Around the loop: ``threads`` CPU threads (default ``recommended_threads(model)``; the previous setting is
+    restored afterwards), a tqdm bar, and with ``ema_decay`` an ``EMA`` of the weights updated after every step and
+    copied into the model at the end (the averaged weights are the model). ``max_seconds`` stops early (the lr
+    schedule still assumes ``steps``). ``on_step(state)`` is called after each step (e.g. to evaluate on held-out
+    data). ``loop_kw`` go to ``training_loop`` (batch_size, lr, lr_schedule, grad_clip, precision, generator,
+    device, optimizer). The model ends in eval mode.
+
+    History: ``{"step": [...], "loss": [...], <each key of logs>: [...]}``, each value the mean over the
+    ``log_every`` steps since the last record, plus "seconds" (wall), "cpu_seconds" (this process), "steps"
+    (taken), "threads", "autocast" ("bf16" or "off") and "device".
     """
     from tqdm.auto import tqdm
 
+    if isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1:
+        raise ValueError(f"log_every: expected a positive integer, got {log_every!r}")
+    device = torch.device(loop_kw.get("device") or next((p.device for p in model.parameters()), "cpu"))
+    _, amp_on = autocast(loop_kw.get("precision", "float32"), device)
+    ema = EMA(model, ema_decay) if ema_decay is not None else None
     history: dict = {"step": [], "loss": []}
-    with threads_for(model), tqdm(total=steps, desc=desc, disable=not progress, leave=False) as bar:
-        state = None
-        for state in training_loop(model, loss_fn, data, steps=steps, **loop_kw):
-            if state.step % log_every == 0 or state.step == steps:
-                history["step"].append(state.step)
-                history["loss"].append(state.loss)
-                for k, v in state.logs.items():
-                    history.setdefault(k, []).append(v)
-                bar.set_postfix(loss=f"{state.loss:.4g}", refresh=False)
-            bar.update(1)
-    history["seconds"] = state.seconds if state else 0.0
+    window: dict[str, list[float]] = {}
+    before = torch.get_num_threads()
+    n_threads = int(threads) if threads is not None else recommended_threads(model)
+    t0, cpu0, taken = time.perf_counter(), time.process_time(), 0
+    try:
+        torch.set_num_threads(n_threads)
+        with tqdm(total=steps, desc=desc, disable=not progress, leave=False, mininterval=1.0) as bar:
+            for state in training_loop(model, loss_fn, data, steps=steps, **loop_kw):
+                taken = state.step
+                if ema is not None:
+                    ema.update(model)
+                for key, value in (("loss", state.loss), *state.logs.items()):
+                    window.setdefault(key, []).append(value)
+                if state.step % log_every == 0 or state.step == steps:
+                    history["step"].append(state.step)
+                    for key, values in window.items():
+                        history.setdefault(key, []).append(sum(values) / len(values))
+                        values.clear()
+                    bar.set_postfix(loss=f"{history['loss'][-1]:.4g}", refresh=False)
+                if on_step is not None:
+                    on_step(state)
+                bar.update(1)
+                if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
+                    break
+    finally:
+        torch.set_num_threads(before)
+    if ema is not None:
+        ema.copy_to(model)
+    model.eval()
+    history.update(seconds=time.perf_counter() - t0, cpu_seconds=time.process_time() - cpu0, steps=taken,
+                   threads=n_threads, autocast="bf16" if amp_on else "off", device=str(device))
     return history
+
+
+def training_meta(history: dict, model: torch.nn.Module, *, curve: str = "loss") -> dict:
+    """The plain metadata a checkpoint stores about training, from ``train``'s history.
+
+    Wall and CPU seconds, steps, seconds per step, device, threads, autocast, machine, torch version, parameter
+    count, and the ``curve`` series of the history (default the loss) as at most ``HISTORY_POINTS`` block means
+    ("loss_steps", "loss") with its last value ("final_loss").
+    """
+    steps = int(history.get("steps") or len(history["step"]))
+    loss_steps, loss = downsample(history[curve], history["step"])
+    return {"train_seconds": round(history["seconds"], 1), "cpu_seconds": round(history["cpu_seconds"], 1),
+            "steps": steps, "seconds_per_step": round(history["seconds"] / max(steps, 1), 4),
+            "device": history["device"], "threads": history["threads"], "autocast": history["autocast"],
+            "cpu_count": os.cpu_count() or 1, "machine": platform.machine(), "torch": str(torch.__version__),
+            "params": sum(p.numel() for p in model.parameters()),
+            "loss_steps": loss_steps, "loss": loss, "final_loss": loss[-1] if loss else None}
+
+
+def downsample(values: Sequence[float], steps: Sequence[int] | None = None,
+               points: int = HISTORY_POINTS) -> tuple[list[int], list[float]]:
+    """Block means of a series: (the step that ends each block, the block's mean, rounded to 5 digits), at most
+    ``points`` blocks. ``steps``: the step of each value (default 1, 2, ...)."""
+    n = len(values)
+    steps = list(steps) if steps is not None else list(range(1, n + 1))
+    size = max(1, -(-n // points))
+    out_steps, means = [], []
+    for start in range(0, n, size):
+        block = values[start:start + size]
+        out_steps.append(int(steps[start + len(block) - 1]))
+        means.append(round(float(sum(block)) / len(block), 5))
+    return out_steps, means
+
+
+def autocast(precision: str, device: torch.device | str):
+    """(context factory, enabled): bfloat16 autocast for "bf16" where ``device`` runs it natively, else nothing.
+
+    bf16 halves the training time of the MNIST U-Net on CPUs with AMX or AVX-512 bf16 units (measured: 0.16 s
+    against 0.42 s for a forward pass of 256 images on 2 cores) and on recent GPUs; on a CPU without them it is
+    emulated and slower than float32, so "bf16" falls back to float32 there (``_runtime.cpu_has_native_bf16``).
+    """
+    from ._runtime import cpu_has_native_bf16
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
+    dev = torch.device(device)
+    if precision == "bf16":
+        native = torch.cuda.is_bf16_supported() if dev.type == "cuda" else (dev.type == "cpu" and
+                                                                             cpu_has_native_bf16())
+        if native:
+            return (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)), True
+    return nullcontext, False
+
+
+class EMA:
+    """Exponential moving average of a model's parameters: theta_ema <- d theta_ema + (1 - d) theta.
+
+    The decay warms up as min(decay, (1 + k) / (10 + k)) after k updates, so early averages are not
+    dominated by the random initial weights. ``copy_to(model)`` writes the averages into a model.
+    Averaging the last ~1 / (1 - d) steps smooths the noise of stochastic gradients: for diffusion
+    models the EMA weights give visibly cleaner samples than the raw ones.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float = 0.999):
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0.0 <= float(decay) < 1.0:
+            raise ValueError(f"decay: expected a number in [0, 1), got {decay!r}")
+        self.decay, self.updates = float(decay), 0
+        self.shadow = {k: v.detach().clone().float() for k, v in model.state_dict().items()
+                       if v.is_floating_point()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for k, v in model.state_dict().items():
+            if k in self.shadow:
+                self.shadow[k].mul_(d).add_(v.detach().float(), alpha=1 - d)
+
+    @torch.no_grad()
+    def copy_to(self, model: torch.nn.Module) -> None:
+        state = model.state_dict()
+        for k, v in self.shadow.items():
+            state[k].copy_(v)

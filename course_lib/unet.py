@@ -16,20 +16,20 @@ Architecture (channels ``(32, 64, 64)``: 0.62M parameters, ~90M multiply-adds pe
 Each ResBlock is GroupNorm -> SiLU -> 3x3 conv, plus the time embedding (projected to the block's
 channels) added to every pixel, then GroupNorm -> SiLU -> 3x3 conv, and a skip connection. The time
 embedding is ``course_lib.nets.time_embedding(t, T)`` (sines and cosines of 1000 t / T at geometric
-frequencies, as in the Transformer and DDPM; the same one as the toy denoiser's) followed by a two-layer MLP. With ``num_classes`` set, a learned label embedding
+frequencies, as in the Transformer and DDPM; the same one as the toy denoiser's) followed by a two-layer
+MLP. With ``num_classes`` set, a learned label embedding
 is added to it (label ``num_classes`` is the "null" label of classifier-free guidance).
 """
 
 from __future__ import annotations
 
-import math
 import numbers
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._checks import describe
+from ._checks import describe, has_values
 from .diffusion import TARGETS
 from .nets import time_embedding
 
@@ -74,7 +74,8 @@ class UNet(nn.Module):
     width allows), ``emb_dim`` (time-embedding width, even), ``target`` ("eps", "x0" or "score"; only
     recorded here, for the samplers: the loss decides what the net learns), ``num_classes`` (None:
     unconditional; an int K: labels 0..K-1 plus the null label K, see ``forward``), ``in_channels``,
-    ``image_size`` (divisible by 4), ``dropout``, ``T`` (the chain length the time embedding scales t by). Residual branches and the output layer start at zero,
+    ``image_size`` (divisible by 4), ``dropout``, ``T`` (the chain length the time embedding scales t
+    by). Residual branches and the output layer start at zero,
     so the untrained net predicts 0 and ignores t (and y) until training moves them.
 
     ``forward(x_t, t, y=None)``: x_t (n, C, H, W) float; t an int or an integer tensor of shape (n,)
@@ -152,7 +153,7 @@ class UNet(nn.Module):
                                  "to pass labels")
             if not isinstance(y, torch.Tensor) or y.shape != (n,) or y.is_floating_point():
                 raise ValueError(f"y: expected an integer tensor of shape ({n},), got {describe(y)}")
-            if n and (int(y.min()) < 0 or int(y.max()) > self.num_classes):
+            if n and has_values(y) and (int(y.min()) < 0 or int(y.max()) > self.num_classes):
                 raise ValueError(f"y: expected labels in 0..{self.num_classes} ({self.num_classes} = null label), "
                                  f"got {int(y.min()) if int(y.min()) < 0 else int(y.max())}")
             y = y.to(x_t.device).long()

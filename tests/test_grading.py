@@ -1,4 +1,4 @@
-"""Grading a folder of submissions (``course_lib.homework.grade_folder``) on a tiny fixture notebook.
+"""Grading a folder of submissions (``course_lib.grader.grade_folder``) on a tiny fixture notebook.
 
 The fixture master (tests/fixtures/homework/hw_master.ipynb) has two exercises: kl_gaussian (its check, 1 point,
 and a hidden test worth 2) and square (a check and a hidden test, 1 point each): 5 points in all. Six students
@@ -20,7 +20,8 @@ import nbformat
 import pytest
 import torch
 
-from course_lib.homework import exercises, grade_folder, student_notebook
+from course_lib.grader import grade_folder
+from course_lib.homework import exercises, student_notebook
 
 MASTER = Path(__file__).parent / "fixtures" / "homework" / "hw_master.ipynb"
 KL_RIGHT = "def kl_gaussian(mu, log_sigma):\n    return 0.5 * (mu**2 + torch.exp(2 * log_sigma) - 1 - 2 * log_sigma)"

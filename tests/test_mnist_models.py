@@ -9,7 +9,9 @@ import torch
 
 from course_lib import mnist_models as mm
 from course_lib.checkpoints import PRETRAINED_DIR, checkpoint_path, config_key, load_checkpoint, save_checkpoint
+from course_lib.data import random_shift
 from course_lib.fid import feature_statistics, frechet_distance, gaussian_frechet_distance
+from course_lib.training import EMA, HISTORY_POINTS, downsample
 
 
 def _random_cov(d: int, seed: int) -> torch.Tensor:
@@ -118,11 +120,11 @@ def test_a_few_classifier_steps_learn_a_synthetic_task():
 def test_random_shift_translates_without_changing_the_ink():
     x = -torch.ones(6, 1, 28, 28)
     x[:, :, 10:18, 12:16] = 1
-    out = mm._random_shift(x, 2, torch.Generator().manual_seed(0))
+    out = random_shift(x, 2, torch.Generator().manual_seed(0))
     assert out.shape == x.shape
     assert torch.equal((out > 0).sum((1, 2, 3)), (x > 0).sum((1, 2, 3)))  # the bar stays inside the frame
     assert not torch.equal(out, x)
-    assert torch.equal(mm._random_shift(x, 0, None), x)
+    assert torch.equal(random_shift(x, 0, None), x)
 
 
 # ---------------------------------------------------------------------------------------------- training pieces
@@ -130,7 +132,7 @@ def test_ema_matches_the_formula_with_warm_up():
     lin = torch.nn.Linear(1, 1, bias=False)
     with torch.no_grad():
         lin.weight.fill_(0.0)
-    ema = mm.EMA(lin, decay=0.9)
+    ema = EMA(lin, decay=0.9)
     values, avg = [1.0, 2.0, 3.0], 0.0
     for k, v in enumerate(values, start=1):
         with torch.no_grad():
@@ -141,14 +143,14 @@ def test_ema_matches_the_formula_with_warm_up():
     ema.copy_to(lin)
     assert lin.weight.item() == pytest.approx(avg, rel=1e-6)
     with pytest.raises(ValueError, match="decay"):
-        mm.EMA(lin, decay=1.0)
+        EMA(lin, decay=1.0)
 
 
 def test_loss_history_is_downsampled_to_block_means():
-    steps, means = mm._downsample([float(i) for i in range(1, 1001)], points=200)
+    steps, means = downsample([float(i) for i in range(1, 1001)], points=200)
     assert len(steps) == 200 and steps[0] == 5 and steps[-1] == 1000
     assert means[0] == pytest.approx(3.0) and means[-1] == pytest.approx(998.0)
-    steps, means = mm._downsample([1.0, 2.0, 3.0], points=200)
+    steps, means = downsample([1.0, 2.0, 3.0], points=200)
     assert steps == [1, 2, 3] and means == [1.0, 2.0, 3.0]
 
 
@@ -222,7 +224,7 @@ def test_shipped_denoiser_loads_weights_only_with_the_right_shapes():
     meta = ckpt["meta"]
     for key in ("train_seconds", "steps", "device", "loss", "loss_steps"):
         assert key in meta, key
-    assert meta["steps"] == cfg["steps"] and len(meta["loss"]) == len(meta["loss_steps"]) <= mm.LOSS_POINTS
+    assert meta["steps"] == cfg["steps"] and len(meta["loss"]) == len(meta["loss_steps"]) <= HISTORY_POINTS
     with torch.no_grad():
         out = model(torch.randn(2, 1, 28, 28), torch.tensor([10, 400]))
     assert out.shape == (2, 1, 28, 28) and bool(torch.isfinite(out).all())
@@ -234,7 +236,7 @@ def test_shipped_classifier_loads_weights_only_and_states_its_accuracy():
     ckpt = load_checkpoint(path)
     cfg = ckpt["config"]
     assert cfg == mm.mnist_classifier_config()
-    model = mm._build_classifier(cfg)
+    model = mm.mnist_classifier(cfg)
     model.load_state_dict(ckpt["state_dict"])
     assert ckpt["meta"]["test_accuracy"] >= 0.99 and ckpt["meta"]["test_size"] == 10000
     assert model(torch.zeros(1, 1, 28, 28)).shape == (1, 10)

@@ -74,8 +74,13 @@ def test_registry_covers_notebook_08():
         by_nb.setdefault(e.notebook, []).append((i, e))
     assert sorted(by_nb) == ["03", "06", "07", "08"]
     names08 = [e.name for _, e in by_nb["08"]]
-    assert names08 == ["toy noise-aware classifier", "toy conditional denoiser", "MNIST conditional U-Net denoiser",
+    assert names08 == ["MNIST conditional U-Net denoiser", "toy noise-aware classifier", "toy conditional denoiser",
                        "MNIST noise-aware classifier", "MNIST guided sample sets"]
+    # every model whose weights ship has a recipe to make them again, and the keys name them
+    shipped = {e.shipped.key: e.shipped.name for e in entries if e.shipped is not None}
+    assert shipped == {"mnist_vae_k2": "mnist_vae", "mnist_vae_k10": "mnist_vae", "mnist_vae_k20": "mnist_vae",
+                       "mnist_denoiser": "mnist_denoiser", "mnist_classifier": "mnist_classifier",
+                       "mnist_cond_denoiser": "mnist_cond_denoiser", "mnist_noisy_classifier": "mnist_noisy_classifier"}
     samples = [(i, e) for i, e in enumerate(entries) if e.kind == "samples"]
     assert [e.name for _, e in samples] == ["MNIST guided sample sets"]
     # the sample sets come after every model they are computed with, so those are cached first
@@ -172,7 +177,7 @@ def test_guided_sample_sets_entry_for_real(tmp_path, monkeypatch):
         return cfg
 
     def untrained_noisy_classifier(**kw):
-        model = gm._build_noisy(gm.noisy_classifier_config(fast=True)).eval()
+        model = gm.noisy_classifier(gm.noisy_classifier_config(fast=True)).eval()
         return model, CacheInfo("trained", cache / "untrained.pt", 0.0, {})
 
     monkeypatch.setattr(gm, "sample_set_config", small_config)

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from course_lib.unet import UNet, timestep_embedding
+from course_lib.nets import time_embedding
+from course_lib.unet import UNet
 
 
 def _tiny(*, randomise: bool = False, **kw) -> UNet:
@@ -26,25 +27,41 @@ def _tiny(*, randomise: bool = False, **kw) -> UNet:
 
 
 # ---------------------------------------------------------------------------------------------- embedding
-def test_timestep_embedding_matches_the_formula_written_out():
+def test_time_embedding_matches_the_formula_written_out():
     t = torch.tensor([0, 1, 7, 499])
-    dim, h = 16, 8
-    got = timestep_embedding(t, dim)
+    dim, h, T = 16, 8, 500
+    got = time_embedding(t, T, dim)
     assert got.shape == (4, dim) and got.dtype == torch.float32
     for i, ti in enumerate(t.tolist()):
+        u = 1000.0 * ti / T
         for k in range(h):
             w = 10000.0 ** (-k / h)
-            assert got[i, k].item() == pytest.approx(math.cos(ti * w), abs=1e-5)
-            assert got[i, h + k].item() == pytest.approx(math.sin(ti * w), abs=1e-5)
+            assert got[i, k].item() == pytest.approx(math.sin(u * w), abs=1e-5)
+            assert got[i, h + k].item() == pytest.approx(math.cos(u * w), abs=1e-5)
 
 
-def test_timestep_embedding_separates_every_step_and_rejects_odd_dims():
-    e = timestep_embedding(torch.arange(1, 501), 128)
+def test_time_embedding_separates_every_step_and_rejects_bad_sizes():
+    e = time_embedding(torch.arange(1, 501), 500, 128)
     d = torch.cdist(e.double(), e.double())
     d.fill_diagonal_(float("inf"))
     assert d.min() > 0.1  # no two of the 500 steps share an embedding
     with pytest.raises(ValueError, match="dim"):
-        timestep_embedding(torch.arange(3), 7)
+        time_embedding(torch.arange(3), 500, 7)
+    with pytest.raises(ValueError, match="T"):
+        time_embedding(torch.arange(3), 0, 8)
+
+
+def test_every_model_uses_the_one_time_embedding():
+    """The toy MLP, the U-Net and the noise-aware classifier all embed t with nets.time_embedding(t, T)."""
+    from course_lib import denoisers, guidance_models
+    from course_lib import unet as unet_module
+
+    assert denoisers.time_embedding is time_embedding
+    assert unet_module.time_embedding is time_embedding and guidance_models.time_embedding is time_embedding
+    assert not hasattr(unet_module, "timestep_embedding")
+    net = UNet((8, 16, 16), 32, T=500)
+    torch.testing.assert_close(net.embedding(torch.tensor([250])),
+                               net.time_mlp(time_embedding(torch.tensor([250]), 500, 32)))
 
 
 # ---------------------------------------------------------------------------------------------- the network

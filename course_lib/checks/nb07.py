@@ -3,12 +3,12 @@
 Each ``check_...(fn)`` calls the student's function on a few cases, prints one success line, or raises
 ``ExerciseError`` naming the likely mistake in words.
 
-- ``time_embedding(t, dim)``            [cos(t w_0..w_{h-1}), sin(t w_0..w_{h-1})], w_k = 10000^(-k/h), h = dim/2
-- ``predict_x0(x_t, eps_hat, t, schedule)``  x0_hat = (x^t - sqrt(1 - alpha_bar_t) eps_hat) / sqrt(alpha_bar_t),
-  for a batch of images (n, 1, 28, 28) with one step per image, t of shape (n,)
-- ``ddim_step(x_t, x0_hat, t, s, schedule)``  deterministic DDIM (eta = 0) from step t to s < t:
-  eps_hat = (x^t - sqrt(alpha_bar_t) x0_hat) / sqrt(1 - alpha_bar_t),
-  x^s = sqrt(alpha_bar_s) x0_hat + sqrt(1 - alpha_bar_s) eps_hat
+- ``time_embedding(t, T, dim)``       [sin(u w_0..w_{h-1}), cos(u w_0..w_{h-1})], u = 1000 t / T, w_k = 10000^(-k/h),
+  h = dim / 2: the one embedding of every denoiser in the course (``course_lib.nets.time_embedding``)
+- ``min_snr_weights(alpha_bar, gamma)``  w_t = min(1, gamma / SNR_t), SNR_t = alpha_bar_t / (1 - alpha_bar_t): the
+  min-SNR weights of the U-Net's eps loss (``course_lib.denoisers.loss_weights(..., "eps", "min_snr")``)
+
+(x0_hat from eps_hat and the DDIM step are notebooks 05's and 06's exercises; notebook 07 uses them by reference.)
 """
 
 from __future__ import annotations
@@ -18,155 +18,86 @@ from functools import partial
 
 import torch
 
+from ..denoisers import MIN_SNR_GAMMA, loss_weights
+from ..nets import time_embedding
 from ..schedules import NoiseSchedule
-from ..unet import timestep_embedding
-from . import ExerciseError, call_student, diagnose, misshaped_alpha_bar, passed
+from . import ExerciseError, call_student, diagnose, passed
 
-__all__ = ["check_ddim_step", "check_predict_x0", "check_time_embedding"]
+__all__ = ["check_min_snr_weights", "check_time_embedding"]
 
-# The library"s own answers to these exercises: a submission that calls one is flagged in the grader"s CSV.
+# The library's own answers to these exercises: a submission that calls one is flagged in the grader's CSV.
 REFERENCES = {
-    "time_embedding": ("course_lib.unet.timestep_embedding", "course_lib.denoisers.time_embedding"),
-    "predict_x0": ("course_lib.diffusion.x0_from_eps", "course_lib.diffusion.convert"),
-    "ddim_step": ("course_lib.samplers.step_coefficients", "course_lib.samplers.sample"),
+    "time_embedding": ("course_lib.nets.time_embedding", "course_lib.denoisers.time_embedding"),
+    "min_snr_weights": ("course_lib.denoisers.loss_weights",),
 }
 
 _TOL = {"rtol": 1e-5, "atol": 1e-5}  # float32 rounding passes; every known mistake is off by far more
+# sines of arguments up to 1000 computed in float32 are off by ~1e-4; every known mistake is off by O(1)
+_EMB_TOL = {"rtol": 1e-4, "atol": 1e-3}
 
-
-def _schedule() -> NoiseSchedule:
-    return NoiseSchedule.cosine(500)  # the schedule of the notebook's U-Net
-
-
-_call = partial(
-    call_student,
-    on_broadcast_error="alpha_bar_t of shape (n,) does not broadcast against images (n, 1, 28, 28): reshape it to "
-    "(n, 1, 1, 1), e.g. with .view(-1, 1, 1, 1)")
+_call = partial(call_student)
 
 
 # ---------------------------------------------------------------------------------------------- exercise 1
 def check_time_embedding(fn) -> bool:
-    """Exercise: ``fn(t, dim)`` -> (n, dim): cos(t w_k) in the first half, sin(t w_k) in the second half,
-    w_k = 10000^(-k/h), k = 0..h-1, h = dim / 2."""
+    """Exercise: ``fn(t, T, dim)`` -> (n, dim): sin(u w_k) in the first half, cos(u w_k) in the second half,
+    u = 1000 t / T, w_k = 10000^(-k/h), k = 0..h-1, h = dim / 2."""
     t = torch.tensor([1, 2, 10, 77, 250, 500])
-    for dim in (8, 32):
+    for T, dim in ((500, 8), (1000, 32)):
         h = dim // 2
-        what = f"time_embedding(t, dim={dim})"
-        got = _call(fn, what, t.clone(), dim)
+        what = f"time_embedding(t, T={T}, dim={dim})"
+        got = _call(fn, what, t.clone(), T, dim)
         if isinstance(got, torch.Tensor) and tuple(got.shape) == (t.shape[0], h):
             raise ExerciseError(f"{what}: wrong shape {tuple(got.shape)} — you returned one half only; "
-                                f"concatenate the cosines and the sines along dim=1 to get shape ({t.shape[0]}, {dim})")
+                                f"concatenate the sines and the cosines along dim=1 to get shape ({t.shape[0]}, {dim})")
         k = torch.arange(h, dtype=torch.float64)
-        tf = t.to(torch.float64)[:, None]
+        u = t.to(torch.float64)[:, None] * 1000.0 / T
 
-        def emb(freqs, order="cos-sin", tf=tf, dim=dim):
-            a = tf * freqs[None, :]
+        def emb(freqs, order="sin-cos", u=u, dim=dim):
+            a = u * freqs[None, :]
             if order == "interleaved":
-                return torch.stack([a.cos(), a.sin()], dim=-1).reshape(t.shape[0], dim)
-            return torch.cat([a.cos(), a.sin()] if order == "cos-sin" else [a.sin(), a.cos()], dim=1)
+                return torch.stack([a.sin(), a.cos()], dim=-1).reshape(t.shape[0], dim)
+            return torch.cat([a.sin(), a.cos()] if order == "sin-cos" else [a.cos(), a.sin()], dim=1)
 
         w = 10000.0 ** (-k / h)
-        diagnose(got, timestep_embedding(t, dim), what=what, **_TOL, mistakes={
-            "the halves are swapped: the cosines come first, then the sines": emb(w, "sin-cos"),
-            "you interleaved cos and sin (cos, sin, cos, sin, ...); put all cosines first, then all sines":
+        raw = t.to(torch.float64)[:, None] * w[None, :]
+        diagnose(got, time_embedding(t, T, dim), what=what, **_EMB_TOL, mistakes={
+            "the halves are swapped: the sines come first, then the cosines": emb(w, "cos-sin"),
+            "you interleaved sin and cos (sin, cos, sin, cos, ...); put all sines first, then all cosines":
                 emb(w, "interleaved"),
+            "you used t itself; scale it first: u = 1000 t / T (the same features for every chain length T)":
+                torch.cat([raw.sin(), raw.cos()], dim=1),
             "the frequencies use k / dim; the exponent is k / h with h = dim / 2 (so the slowest one is "
             "~1/10000)": emb(10000.0 ** (-k / dim)),
             "the frequencies grow with k: the exponent needs a minus sign, w_k = 10000^(-k/h)": emb(10000.0 ** (k / h)),
             "the frequencies use base e instead of 10000: w_k = 10000^(-k/h) = exp(-ln(10000) k / h)":
                 emb(torch.exp(-k / h)),
-            "you used degrees somewhere: torch.cos and torch.sin take radians": emb(w * math.pi / 180),
+            "you used degrees somewhere: torch.sin and torch.cos take radians": emb(w * math.pi / 180),
         })
-    return passed("time_embedding gives each step its own pattern of slow and fast waves (as the U-Net's)")
+    return passed("time_embedding gives each step its own pattern of slow and fast waves (the course's one embedding)")
 
 
 # ---------------------------------------------------------------------------------------------- exercise 2
-def _images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    x_t = torch.randn(n, 1, 28, 28, generator=g, dtype=torch.float64)
-    eps = torch.randn(n, 1, 28, 28, generator=g, dtype=torch.float64)
-    t = torch.randint(1, 501, (n,), generator=g)
-    return x_t, eps, t
+def check_min_snr_weights(fn) -> bool:
+    """Exercise: ``fn(alpha_bar, gamma)`` -> w (same shape): min(1, gamma / SNR), SNR = alpha_bar / (1 - alpha_bar).
 
-
-def check_predict_x0(fn) -> bool:
-    """Exercise: ``fn(x_t, eps_hat, t, schedule)`` -> (x^t - sqrt(1 - ab_t) eps_hat) / sqrt(ab_t), per image.
-
-    Checked with n = 28 images, where a forgotten reshape of alpha_bar_t (shape (n,)) silently broadcasts
-    along the image width instead of raising, and with n = 5.
+    Checked on the U-Net's cosine schedule (T = 500, t = 1..T, gamma = 5) and on a linear one with gamma = 2.
     """
-    s = _schedule()
-    for n, seed in ((28, 0), (5, 1)):
-        x_t, eps, t = _images(n, seed)
-        what = f"predict_x0 on {n} images"
-        got = _call(fn, what, x_t.clone(), eps.clone(), t.clone(), s)
-        ab = s.alpha_bars[t].view(-1, 1, 1, 1)
-        a = s.alphas[t].view(-1, 1, 1, 1)
-        first = s.alpha_bars[t[0]]
-        mistakes = misshaped_alpha_bar(s.alpha_bars[t],
-                                       lambda ab_, x=x_t, e=eps: (x - (1 - ab_).sqrt() * e) / ab_.sqrt())
-        mistakes.update({
-            "you used one step t[0] for every image; each image has its own t (index alpha_bars with the whole t)":
-                (x_t - (1 - first).sqrt() * eps) / first.sqrt(),
-            "you used alpha_t (schedule.alphas) where alpha_bar_t (schedule.alpha_bars) belongs":
-                (x_t - (1 - a).sqrt() * eps) / a.sqrt(),
-            "sign error on the noise term: x^t = sqrt(alpha_bar) x^0 + sqrt(1 - alpha_bar) eps, so subtract it":
-                (x_t + (1 - ab).sqrt() * eps) / ab.sqrt(),
-            "you forgot the square root on 1 - alpha_bar_t (the noise's standard deviation, not its variance)":
-                (x_t - (1 - ab) * eps) / ab.sqrt(),
-            "you forgot the square root on alpha_bar_t in the division": (x_t - (1 - ab).sqrt() * eps) / ab,
-            "you dropped the division by sqrt(alpha_bar_t)": x_t - (1 - ab).sqrt() * eps,
-            "you returned eps_hat rescaled, not x0_hat: solve x^t = sqrt(ab) x^0 + sqrt(1 - ab) eps for x^0":
-                (x_t - ab.sqrt() * eps) / (1 - ab).sqrt(),
+    for schedule, gamma in ((NoiseSchedule.cosine(500), MIN_SNR_GAMMA), (NoiseSchedule.linear(200), 2.0)):
+        ab = schedule.alpha_bars[1:].clone()
+        what = f"min_snr_weights(alpha_bar of {schedule!r:.40}, gamma={gamma:g})"
+        got = _call(fn, what, ab.clone(), gamma)
+        snr = ab / (1 - ab)
+        expected = loss_weights(schedule, "eps", "min_snr")[1:] if gamma == MIN_SNR_GAMMA else \
+            (gamma / snr).clamp(max=1.0)
+        diagnose(got, expected, what=what, **_TOL, mistakes={
+            "you returned min(SNR, gamma): that is the weight on the x^0 error; on the eps error it is divided by SNR, "
+            "min(SNR, gamma) / SNR = min(1, gamma / SNR)": snr.clamp(max=gamma),
+            "you took the maximum: the weight is min(1, gamma / SNR), at most 1": (gamma / snr).clamp(min=1.0),
+            "SNR is alpha_bar / (1 - alpha_bar), not (1 - alpha_bar) / alpha_bar": (gamma * snr).clamp(max=1.0),
+            "you forgot the cap at 1: min(1, gamma / SNR)": gamma / snr,
+            "SNR uses alpha_bar, not sqrt(alpha_bar) (the signal's variance, not its standard deviation)":
+                (gamma * (1 - ab).sqrt() / ab.sqrt()).clamp(max=1.0),
         })
-        if isinstance(got, torch.Tensor) and n == 5 and got.shape != x_t.shape and got.ndim == 4:
-            raise ExerciseError(f"{what}: wrong shape {tuple(got.shape)}, expected {tuple(x_t.shape)} — check how "
-                                "alpha_bar_t (shape (n,)) broadcasts: reshape it to (n, 1, 1, 1)")
-        diagnose(got, (x_t - (1 - ab).sqrt() * eps) / ab.sqrt(), what=what, **_TOL, mistakes=mistakes)
-    return passed("predict_x0 turns the U-Net's eps_hat into x0_hat = E[x^0 | x^t], one step per image")
-
-
-# ---------------------------------------------------------------------------------------------- exercise 3
-def check_ddim_step(fn) -> bool:
-    """Exercise: ``fn(x_t, x0_hat, t, s, schedule)`` -> DDIM's deterministic step (eta = 0) from t to s < t:
-
-    eps_hat = (x^t - sqrt(ab_t) x0_hat) / sqrt(1 - ab_t),   x^s = sqrt(ab_s) x0_hat + sqrt(1 - ab_s) eps_hat.
-    """
-    S = _schedule()
-    for t, s, seed in ((400, 350, 2), (120, 20, 3), (30, 0, 4)):
-        x_t, x0, _ = _images(4, seed)
-        x0 = x0.clamp(-1, 1)
-        ab_t, ab_s = S.alpha_bars[t], S.alpha_bars[s]
-        a_t, a_s = S.alphas[t], S.alphas[s]
-
-        def step(x0=x0, x_t=x_t, bt=ab_t, bs=ab_s, noise_sd=None):
-            eps = (x_t - bt.sqrt() * x0) / (1 - bt).sqrt()
-            return bs.sqrt() * x0 + ((1 - bs).sqrt() if noise_sd is None else noise_sd) * eps
-
-        eps = (x_t - ab_t.sqrt() * x0) / (1 - ab_t).sqrt()
-        what = f"ddim_step from t = {t} to s = {s}"
-        got = _call(fn, what, x_t.clone(), x0.clone(), t, s, S)
-        again = _call(fn, what, x_t.clone(), x0.clone(), t, s, S)
-        if isinstance(got, torch.Tensor) and isinstance(again, torch.Tensor) and got.shape == again.shape \
-                and not torch.allclose(got.double(), again.double()):
-            raise ExerciseError(f"{what}: two calls with the same inputs gave different results — DDIM with eta = 0 "
-                                "adds no noise: x^s is a deterministic function of x^t")
-        mistakes = {
-            "the re-noising uses sqrt(1 - alpha_bar_t); x^s carries the noise level of step s: "
-            "+ sqrt(1 - alpha_bar_s) eps_hat": step(noise_sd=(1 - ab_t).sqrt()),
-            "you forgot the square roots: sqrt(alpha_bar) scales the signal, sqrt(1 - alpha_bar) the noise":
-                ab_s * x0 + (1 - ab_s) * (x_t - ab_t * x0) / (1 - ab_t),
-            "you used alpha_t and alpha_s (schedule.alphas) where alpha_bar (schedule.alpha_bars) belongs":
-                step(bt=a_t, bs=a_s),
-            "you swapped t and s: eps_hat comes from x^t at step t, and the output is at step s":
-                step(bt=ab_s, bs=ab_t),
-            "you returned x0_hat; the step must add back noise of level s (+ sqrt(1 - alpha_bar_s) eps_hat)": x0,
-            "you dropped the noise term: x^s = sqrt(alpha_bar_s) x0_hat + sqrt(1 - alpha_bar_s) eps_hat":
-                ab_s.sqrt() * x0,
-            "the noise direction is eps_hat = (x^t - sqrt(alpha_bar_t) x0_hat) / sqrt(1 - alpha_bar_t), not x^t itself":
-                ab_s.sqrt() * x0 + (1 - ab_s).sqrt() * x_t,
-            "sign error in eps_hat: x^t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps, so eps_hat = "
-            "(x^t - sqrt(alpha_bar_t) x0_hat) / sqrt(1 - alpha_bar_t)": ab_s.sqrt() * x0 - (1 - ab_s).sqrt() * eps,
-        }
-        diagnose(got, step(), what=what, **_TOL, mistakes=mistakes)
-    return passed("ddim_step moves x^t to x^s along DDIM's deterministic path (and lands on x0_hat at s = 0)")
+    return passed("min_snr_weights: full weight where the image is mostly noise (SNR <= gamma), gamma / SNR where "
+                  "it is nearly clean")
