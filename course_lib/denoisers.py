@@ -19,7 +19,8 @@ implied eps prediction -sigma_t s_theta. The minimiser is unchanged (for any pos
 conditional mean, here the true score of p(x^t)); only the emphasis across t changes. The network still
 outputs the score itself. ``weighting="eps"`` puts every target on that eps scale (x0: w_t = SNR_t), and
 ``weighting="none"`` regresses each target unweighted. ``weighting="min_snr"`` (Hang et al. 2023) is the eps
-scale times min(1, gamma / SNR_t) with gamma = ``MIN_SNR_GAMMA`` = 5: the nearly clean steps (SNR_t > 5), whose
+scale times min(1, kappa / SNR_t) with kappa = ``MIN_SNR_KAPPA`` = 5 (the paper's gamma; the course keeps gamma for
+guidance): the nearly clean steps (SNR_t > 5), whose
 noise is hard to predict and matters little for what a sample looks like, count less; the MNIST U-Nets use it.
 """
 
@@ -37,7 +38,7 @@ from .nets import time_embedding
 from .schedules import NoiseSchedule
 
 __all__ = [
-    "MIN_SNR_GAMMA",
+    "MIN_SNR_KAPPA",
     "WEIGHTINGS",
     "ToyDenoiser",
     "bayes_error",
@@ -54,7 +55,7 @@ __all__ = [
 ]
 
 WEIGHTINGS = ("auto", "none", "eps", "min_snr")
-MIN_SNR_GAMMA = 5.0
+MIN_SNR_KAPPA = 5.0
 
 
 # ---------------------------------------------------------------------------------------------- the network
@@ -159,7 +160,7 @@ def loss_weights(schedule: NoiseSchedule, target: str, weighting: str = "auto") 
 
     "none": 1. "eps": (target_scale("eps") / target_scale(target))^2, which makes the loss the eps loss of the
     implied eps prediction: x0 SNR_t = ab_t / (1 - ab_t), eps 1, score 1 - ab_t. "min_snr": "eps" times
-    min(1, MIN_SNR_GAMMA / SNR_t).
+    min(1, MIN_SNR_KAPPA / SNR_t).
     "auto": "none" for x0 and eps, "eps" for score (whose unweighted loss has exploding variance).
     """
     if target not in TARGETS:
@@ -173,7 +174,7 @@ def loss_weights(schedule: NoiseSchedule, target: str, weighting: str = "auto") 
         return torch.ones_like(ab)
     w = (target_scale("eps", ab[1:]) / target_scale(target, ab[1:])) ** 2
     if weighting == "min_snr":
-        w = w * (MIN_SNR_GAMMA * (1 - ab[1:]) / ab[1:]).clamp(max=1.0)
+        w = w * (MIN_SNR_KAPPA * (1 - ab[1:]) / ab[1:]).clamp(max=1.0)
     return torch.cat([torch.ones(1, dtype=torch.float64), w])
 
 

@@ -130,28 +130,28 @@ def plot_tweedie_rows(x0: torch.Tensor, x_t: torch.Tensor, x0_hat: torch.Tensor,
     return fig
 
 
-def plot_loss_weightings(schedule, *, gamma: float = 5.0, ax=None):
+def plot_loss_weightings(schedule, *, kappa: float = 5.0, ax=None):
     """Three weightings of the eps loss over t = 2..T, each divided by its mean over t (only relative weights move
     where a finite network's errors land): uniform (DDPM's "simple" loss), the ELBO's beta_t / (2 alpha_t (1 -
     alpha_bar_{t-1})) (notebook 05's a_t^2 / (2 c_t) on the x^0 error, read on the eps error) and min-SNR,
-    min(1, gamma / SNR_t) with SNR_t = alpha_bar_t / (1 - alpha_bar_t), which the U-Net trains with. Returns the axes.
+    min(1, kappa / SNR_t) with SNR_t = alpha_bar_t / (1 - alpha_bar_t), which the U-Net trains with. Returns the axes.
     """
     import matplotlib.pyplot as plt
 
-    from .denoisers import MIN_SNR_GAMMA, loss_weights
+    from .denoisers import MIN_SNR_KAPPA, loss_weights
 
     if ax is None:
         _, ax = plt.subplots(figsize=(7.5, 4.2))
     t = torch.arange(2, schedule.T + 1)
     ab, ab_prev, alpha = schedule.alpha_bars[t], schedule.alpha_bars[t - 1], schedule.alphas[t]
     elbo = (1 - alpha) / (2 * alpha * (1 - ab_prev))
-    if gamma == MIN_SNR_GAMMA:
+    if kappa == MIN_SNR_KAPPA:
         min_snr = loss_weights(schedule, "eps", "min_snr")[t]
     else:
-        min_snr = (gamma * (1 - ab) / ab).clamp(max=1.0)
+        min_snr = (kappa * (1 - ab) / ab).clamp(max=1.0)
     curves = {"uniform (DDPM's simple loss)": torch.ones_like(ab),
               "ELBO: $\\beta_t / (2\\alpha_t(1-\\bar\\alpha_{t-1}))$": elbo,
-              f"min-SNR: $\\min(1, {gamma:g}/\\mathrm{{SNR}}_t)$ (the U-Net's)": min_snr}
+              f"min-SNR: $\\min(1, {kappa:g}/\\mathrm{{SNR}}_t)$ (the U-Net's)": min_snr}
     colours = (COLORS["truth"], COLORS["encoder"], COLORS["model"])
     for (name, w), colour in zip(curves.items(), colours, strict=True):
         ax.plot(to_numpy(t), to_numpy(w / w.mean()), color=colour, lw=2, label=name)

@@ -78,7 +78,7 @@ def weights_ok(alpha_bar, gamma):
 
 
 WEIGHT_MISTAKES = {
-    "min(SNR, gamma)": lambda ab, g: torch.clamp(ab / (1 - ab), max=g),
+    "min(SNR, kappa)": lambda ab, g: torch.clamp(ab / (1 - ab), max=g),
     "you took the maximum": lambda ab, g: torch.maximum(torch.ones_like(ab), g * (1 - ab) / ab),
     "not (1 - alpha_bar) / alpha_bar": lambda ab, g: torch.clamp(g * ab / (1 - ab), max=1.0),
     "forgot the cap at 1": lambda ab, g: g * (1 - ab) / ab,

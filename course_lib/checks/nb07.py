@@ -5,7 +5,7 @@ Each ``check_...(fn)`` calls the student's function on a few cases, prints one s
 
 - ``time_embedding(t, T, dim)``       [sin(u w_0..w_{h-1}), cos(u w_0..w_{h-1})], u = 1000 t / T, w_k = 10000^(-k/h),
   h = dim / 2: the one embedding of every denoiser in the course (``course_lib.nets.time_embedding``)
-- ``min_snr_weights(alpha_bar, gamma)``  w_t = min(1, gamma / SNR_t), SNR_t = alpha_bar_t / (1 - alpha_bar_t): the
+- ``min_snr_weights(alpha_bar, kappa)``  lambda_t = min(1, kappa / SNR_t), SNR_t = alpha_bar_t / (1 - alpha_bar_t): the
   min-SNR weights of the U-Net's eps loss (``course_lib.denoisers.loss_weights(..., "eps", "min_snr")``)
 
 (x0_hat from eps_hat and the DDIM step are notebooks 05's and 06's exercises; notebook 07 uses them by reference.)
@@ -18,7 +18,7 @@ from functools import partial
 
 import torch
 
-from ..denoisers import MIN_SNR_GAMMA, loss_weights
+from ..denoisers import MIN_SNR_KAPPA, loss_weights
 from ..nets import time_embedding
 from ..schedules import NoiseSchedule
 from . import ExerciseError, call_student, diagnose, passed
@@ -79,25 +79,25 @@ def check_time_embedding(fn) -> bool:
 
 # ---------------------------------------------------------------------------------------------- exercise 2
 def check_min_snr_weights(fn) -> bool:
-    """Exercise: ``fn(alpha_bar, gamma)`` -> w (same shape): min(1, gamma / SNR), SNR = alpha_bar / (1 - alpha_bar).
+    """Exercise: ``fn(alpha_bar, kappa)`` -> w (same shape): min(1, kappa / SNR), SNR = alpha_bar / (1 - alpha_bar).
 
-    Checked on the U-Net's cosine schedule (T = 500, t = 1..T, gamma = 5) and on a linear one with gamma = 2.
+    Checked on the U-Net's cosine schedule (T = 500, t = 1..T, kappa = 5) and on a linear one with kappa = 2.
     """
-    for schedule, gamma in ((NoiseSchedule.cosine(500), MIN_SNR_GAMMA), (NoiseSchedule.linear(200), 2.0)):
+    for schedule, kappa in ((NoiseSchedule.cosine(500), MIN_SNR_KAPPA), (NoiseSchedule.linear(200), 2.0)):
         ab = schedule.alpha_bars[1:].clone()
-        what = f"min_snr_weights(alpha_bar of {schedule!r:.40}, gamma={gamma:g})"
-        got = _call(fn, what, ab.clone(), gamma)
+        what = f"min_snr_weights(alpha_bar of {schedule!r:.40}, kappa={kappa:g})"
+        got = _call(fn, what, ab.clone(), kappa)
         snr = ab / (1 - ab)
-        expected = loss_weights(schedule, "eps", "min_snr")[1:] if gamma == MIN_SNR_GAMMA else \
-            (gamma / snr).clamp(max=1.0)
+        expected = loss_weights(schedule, "eps", "min_snr")[1:] if kappa == MIN_SNR_KAPPA else \
+            (kappa / snr).clamp(max=1.0)
         diagnose(got, expected, what=what, **_TOL, mistakes={
-            "you returned min(SNR, gamma): that is the weight on the x^0 error; on the eps error it is divided by SNR, "
-            "min(SNR, gamma) / SNR = min(1, gamma / SNR)": snr.clamp(max=gamma),
-            "you took the maximum: the weight is min(1, gamma / SNR), at most 1": (gamma / snr).clamp(min=1.0),
-            "SNR is alpha_bar / (1 - alpha_bar), not (1 - alpha_bar) / alpha_bar": (gamma * snr).clamp(max=1.0),
-            "you forgot the cap at 1: min(1, gamma / SNR)": gamma / snr,
+            "you returned min(SNR, kappa): that is the weight on the x^0 error; on the eps error it is divided by SNR, "
+            "min(SNR, kappa) / SNR = min(1, kappa / SNR)": snr.clamp(max=kappa),
+            "you took the maximum: the weight is min(1, kappa / SNR), at most 1": (kappa / snr).clamp(min=1.0),
+            "SNR is alpha_bar / (1 - alpha_bar), not (1 - alpha_bar) / alpha_bar": (kappa * snr).clamp(max=1.0),
+            "you forgot the cap at 1: min(1, kappa / SNR)": kappa / snr,
             "SNR uses alpha_bar, not sqrt(alpha_bar) (the signal's variance, not its standard deviation)":
-                (gamma * (1 - ab).sqrt() / ab.sqrt()).clamp(max=1.0),
+                (kappa * (1 - ab).sqrt() / ab.sqrt()).clamp(max=1.0),
         })
-    return passed("min_snr_weights: full weight where the image is mostly noise (SNR <= gamma), gamma / SNR where "
+    return passed("min_snr_weights: full weight where the image is mostly noise (SNR <= kappa), kappa / SNR where "
                   "it is nearly clean")
