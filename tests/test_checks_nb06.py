@@ -216,3 +216,32 @@ def test_the_accepted_steps_are_the_library_samplers():
         z = torch.randn(6, 1, generator=g, dtype=torch.float64) if u > 0 else torch.zeros(6, 1, dtype=torch.float64)
         x = ddim_ok(x, mix.posterior_mean(x, s.alpha_bars[t]), t, u, s, 0.3, z)
     torch.testing.assert_close(x, ddim_sample(den, s, 6, steps=8, eta=0.3, generator=torch.Generator().manual_seed(4)))
+
+
+# ---------------------------------------------------------------------------------------------- the student's RNG
+@pytest.mark.parametrize("check, fn", [(check_eps_loss, eps_loss_ok), (check_ancestral_step, ancestral_ok),
+                                       (check_ddim_step, ddim_ok)], ids=["eps_loss", "ancestral_step", "ddim_step"])
+def test_checks_leave_the_global_generators_alone(check, fn):
+    """A check draws from generators of its own: the student's torch, NumPy and Python generators continue exactly
+    where they were (a check that reseeded or consumed them would make the notebook's next cell give other numbers)."""
+    import random
+
+    import numpy as np
+
+    torch.manual_seed(1234)
+    np.random.seed(1234)
+    random.seed(1234)
+    before = torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()
+    assert check(fn) is True
+    assert torch.equal(torch.get_rng_state(), before[0])
+    assert np.array_equal(np.random.get_state()[1], before[1]) and random.getstate() == before[2]
+
+
+def test_a_check_gives_the_same_verdict_twice():
+    """The checks' cases come from fixed local seeds: the same wrong function gets the same message every time."""
+    messages = []
+    for _ in range(2):
+        with pytest.raises(ExerciseError) as info:
+            check_ddim_step(DDIM_MISTAKES["you used eta where eta^2 belongs"])
+        messages.append(str(info.value))
+    assert messages[0] == messages[1]
