@@ -10,9 +10,9 @@
   model's error split as MSE = Bayes error + excess, with excess = E|model - E[y | x^t]|^2.
 
 About the score target. Its conditional target -eps / sqrt(1 - ab_t) has variance d / (1 - ab_t), which
-explodes as t -> 0 (1 - ab_1 ~ 4e-5 for the cosine schedule): unweighted, a few small t dominate every
-batch's loss and gradient, and training is slow and noisy (in a 1500-step test on eight_gaussians_2d the
-unweighted model's excess over the Bayes error was 1.5 to 15 times the weighted one's for t >= 100).
+explodes as t -> 0 (1 - ab_1 ~ 4e-5 for the cosine schedule with T = 1000): unweighted,
+a few small t dominate every batch's loss and gradient, and training is slow and noisy (train with
+``weighting="none"`` and compare ``denoiser_error`` to see it).
 ``weighting="auto"`` therefore weights the score loss by w_t = 1 - ab_t (Song et al. 2021's
 lambda(t) = sigma_t^2): w_t |s_theta + eps / sigma_t|^2 = |sigma_t s_theta + eps|^2 is the eps loss of the
 implied eps prediction -sigma_t s_theta. The minimiser is unchanged (for any positive w_t it is the
