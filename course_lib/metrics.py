@@ -26,7 +26,7 @@ from ._checks import as_float64, describe
 _EXACT = "donot_use_mm_for_euclid_dist"
 
 __all__ = ["average_log_prob", "energy_distance", "energy_test", "markdown_table", "mixture_fit_test", "mmd",
-           "sample_quality", "sampler_quality_table"]
+           "sample_quality", "sampler_quality_table", "sampler_runs"]
 
 
 def _points(x, name: str, d: int | None = None) -> torch.Tensor:
@@ -167,29 +167,34 @@ def sample_quality(samples, reference, mixture=None) -> dict[str, float]:
     return out
 
 
-def sampler_quality_table(denoisers: dict, schedule, runs: dict, reference, mixture=None, *, n: int = 2000,
-                          seed: int = 0, **sample_kw) -> list[dict]:
-    """Sample quality for every denoiser and every sampler setting: one row (a dict) per pair.
+def sampler_runs(denoisers: dict, schedule, runs: dict, *, n: int = 2000, seed: int = 0, **sample_kw):
+    """Yield ``(denoiser name, run name, samples (n, d), seconds)`` for every denoiser and every sampler setting.
 
     ``denoisers``: name -> denoiser (see ``samplers.sample``). ``runs``: name -> keywords of ``samplers.sample``,
-    e.g. ``{"DDPM, 1000 steps": {"eta": 1.0}, "DDIM, 20 steps": {"steps": 20, "eta": 0.0}}``. ``reference``:
-    fresh data (m, d). Each run draws ``n`` samples with a generator seeded by ``seed`` (the same x^T for every
-    denoiser). Row keys: "denoiser", "sampler", "seconds" and those of ``sample_quality``. ``sample_kw`` (e.g.
+    e.g. ``{"DDPM, 1000 steps": {"eta": 1.0}, "DDIM, 20 steps": {"steps": 20, "eta": 0.0}}``. Each run draws ``n``
+    samples with a generator seeded by ``seed`` (the same x^T for every denoiser and run). ``sample_kw`` (e.g.
     ``clip_x0``) go to every run.
     """
     import time
 
     from .samplers import sample
 
-    rows = []
     for name, den in denoisers.items():
         for run, kw in runs.items():
             t0 = time.perf_counter()
             x = sample(den, schedule, n, generator=torch.Generator().manual_seed(seed), **{**sample_kw, **kw})
-            seconds = time.perf_counter() - t0
-            rows.append({"denoiser": name, "sampler": run, "seconds": seconds,
-                         **sample_quality(x.detach().cpu().to(torch.float64), reference, mixture)})
-    return rows
+            yield name, run, x, time.perf_counter() - t0
+
+
+def sampler_quality_table(denoisers: dict, schedule, runs: dict, reference, mixture=None, *, n: int = 2000,
+                          seed: int = 0, **sample_kw) -> list[dict]:
+    """Sample quality for every denoiser and every sampler setting (``sampler_runs``): one row (a dict) per pair.
+
+    ``reference``: fresh data (m, d). Row keys: "denoiser", "sampler", "seconds" and those of ``sample_quality``.
+    """
+    return [{"denoiser": name, "sampler": run, "seconds": seconds,
+             **sample_quality(x.detach().cpu().to(torch.float64), reference, mixture)}
+            for name, run, x, seconds in sampler_runs(denoisers, schedule, runs, n=n, seed=seed, **sample_kw)]
 
 
 def markdown_table(rows: list[dict], columns: dict[str, str], formats: dict[str, str] | None = None) -> str:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import math
 import numbers
-import time
 from typing import NamedTuple
 
 import torch
@@ -255,18 +254,12 @@ def sampler_quality_rows(denoisers: dict, schedule, runs: dict, reference, mixtu
     e.g. ``{"DDIM, 20 steps": {"steps": 20, "eta": 0.0}}``. Each run draws ``n`` samples with a generator seeded by
     ``seed``, so every row starts from the same x^T (n, d). ``sample_kw`` (e.g. ``clip_x0``) go to every run.
     """
-    from .samplers import sample
+    from .metrics import sampler_runs
 
     if not isinstance(denoisers, dict) or not denoisers or not isinstance(runs, dict) or not runs:
         raise TypeError(f"denoisers and runs: expected non-empty dicts, got {describe(denoisers)} and {describe(runs)}")
-    rows = []
-    for name, den in denoisers.items():
-        for run, kw in runs.items():
-            t0 = time.perf_counter()
-            x = sample(den, schedule, n, generator=torch.Generator().manual_seed(seed), **{**sample_kw, **kw})
-            seconds = time.perf_counter() - t0
-            rows.append(quality_row(name, run, x, reference, mixture, seconds=seconds, seed=seed))
-    return rows
+    return [quality_row(name, run, x, reference, mixture, seconds=seconds, seed=seed)
+            for name, run, x, seconds in sampler_runs(denoisers, schedule, runs, n=n, seed=seed, **sample_kw)]
 
 
 _KEYS = {"log_prob": "mean log p", "energy": "energy distance"}
