@@ -195,7 +195,6 @@ def test_fast_mode_uses_the_full_model_when_available(tmp_path, monkeypatch):
     monkeypatch.setattr(mm, "train_mnist_denoiser", lambda model, cfg, **kw: trained.append(cfg) or {})
     full = mm.mnist_diffusion_config()
     if checkpoint_path(mm.DENOISER_NAME, full, PRETRAINED_DIR).is_file():
-        monkeypatch.setattr(mm, "PRETRAINED_DIR", tmp_path / "none")
         monkeypatch.setattr("course_lib.checkpoints.PRETRAINED_DIR", tmp_path / "none")
     model, info = mm.load_or_train_mnist_denoiser(fast=True, dev="cpu", progress=False)
     assert info.source == "trained" and trained[-1]["fast"] and model.config["fast"]  # the tiny one, never the full
