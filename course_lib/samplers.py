@@ -138,11 +138,9 @@ def _resolve_dtype_device(denoiser, dtype, device, x_T=None):
     A wrapper that is not a module but holds one as ``.denoiser`` (the guided denoisers of ``course_lib.guidance``)
     runs in that module's dtype and on its device.
     """
-    inner = getattr(denoiser, "denoiser", None)
-    if not isinstance(denoiser, torch.nn.Module) and isinstance(inner, torch.nn.Module):
-        denoiser = inner
-    if isinstance(denoiser, torch.nn.Module):
-        p = next(iter(list(denoiser.parameters()) + list(denoiser.buffers())), None)
+    module = _module(denoiser)
+    if module is not None:
+        p = next(iter(list(module.parameters()) + list(module.buffers())), None)
         if p is not None:
             return dtype or (p.dtype if p.is_floating_point() else torch.float32), torch.device(device or p.device)
     if x_T is not None:
