@@ -3,7 +3,7 @@
 - ``ToyDenoiser(dim, hidden, layers, target, T)``: x^t (n, dim) and t (n,) -> a prediction of ``target``
   ("x0", "eps" or "score"); t enters through a sinusoidal embedding, added to every hidden layer.
 - ``diffusion_loss(model, x0, schedule, target)``: t ~ U{1..T}, x^t = sqrt(ab_t) x^0 + sqrt(1 - ab_t) eps,
-  loss = w_t |model(x^t, t) - y|^2 with y = x^0, eps or the score's conditional target -eps / sqrt(1 - ab_t)
+  loss = w_t |model(x^t, t) - y|^2 with y = x^0, eps, v or the score's conditional target -eps / sqrt(1 - ab_t)
   (summed over coordinates, averaged over the batch: comparable with ``GaussianMixture.mmse``).
 - ``train_toy_denoiser`` / ``cached_toy_denoiser``: train with ``course_lib.training.training_loop`` (and cache).
 - ``bayes_error`` and ``denoiser_error``: the Bayes-optimal error E|y - E[y | x^t]|^2 at each t, and a
@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from ._checks import check_timestep, describe
-from .diffusion import TARGETS, convert
+from .diffusion import ALL_TARGETS, convert
 from .nets import time_embedding
 from .schedules import NoiseSchedule
 
@@ -54,7 +54,7 @@ __all__ = [
     "train_toy_denoiser",
 ]
 
-WEIGHTINGS = ("auto", "none", "eps", "min_snr")
+WEIGHTINGS = ("auto", "none", "eps", "min_snr", "v_min_snr")
 MIN_SNR_KAPPA = 5.0
 
 
@@ -77,8 +77,8 @@ class ToyDenoiser(nn.Module):
         for name, value in (("dim", dim), ("hidden", hidden), ("layers", layers), ("T", T), ("emb_dim", emb_dim)):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {describe(value)}")
-        if target not in TARGETS:
-            raise ValueError(f"target: expected one of {TARGETS}, got {target!r}")
+        if target not in ALL_TARGETS:
+            raise ValueError(f"target: expected one of {ALL_TARGETS}, got {target!r}")
         if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral)
                                         or num_classes < 1):
             raise ValueError(f"num_classes: expected None or a positive integer, got {describe(num_classes)}")
@@ -148,23 +148,29 @@ def seeded_toy_denoiser(seed: int = 0, **kw) -> ToyDenoiser:
 # ---------------------------------------------------------------------------------------------- the loss
 def target_scale(target: str, alpha_bar: torch.Tensor) -> torch.Tensor:
     """k_t with (prediction error in ``target`` space) = k_t (error in x0 space) at fixed x^t: x0 1, eps
-    sqrt(ab / (1 - ab)), score sqrt(ab) / (1 - ab). Squared, it converts a Bayes error from x0 space."""
-    if target not in TARGETS:
-        raise ValueError(f"target: expected one of {TARGETS}, got {target!r}")
+    sqrt(ab / (1 - ab)), score sqrt(ab) / (1 - ab), v 1 / sqrt(1 - ab). Squared, it converts a Bayes error from
+    x0 space."""
+    if target not in ALL_TARGETS:
+        raise ValueError(f"target: expected one of {ALL_TARGETS}, got {target!r}")
     ab = torch.as_tensor(alpha_bar, dtype=torch.float64)
-    return {"x0": torch.ones_like(ab), "eps": (ab / (1 - ab)).sqrt(), "score": ab.sqrt() / (1 - ab)}[target]
+    return {"x0": torch.ones_like(ab), "eps": (ab / (1 - ab)).sqrt(), "score": ab.sqrt() / (1 - ab),
+            "v": (1 - ab).rsqrt()}[target]
 
 
 def loss_weights(schedule: NoiseSchedule, target: str, weighting: str = "auto") -> torch.Tensor:
     """w_t for t = 0..T (shape (T + 1,), float64) of ``diffusion_loss``; see the module docstring.
 
-    "none": 1. "eps": (target_scale("eps") / target_scale(target))^2, which makes the loss the eps loss of the
-    implied eps prediction: x0 SNR_t = ab_t / (1 - ab_t), eps 1, score 1 - ab_t. "min_snr": "eps" times
-    min(1, MIN_SNR_KAPPA / SNR_t).
-    "auto": "none" for x0 and eps, "eps" for score (whose unweighted loss has exploding variance).
+    Every weighting but "none" is a weight on the error in x0 space, divided by target_scale(target)^2:
+    "eps": SNR_t = ab_t / (1 - ab_t), which makes the loss the eps loss of the implied eps prediction (x0 SNR_t,
+    eps 1, score 1 - ab_t, v ab_t). "min_snr": min(SNR_t, MIN_SNR_KAPPA), "eps" with its nearly clean steps capped.
+    "v_min_snr": min(1 + SNR_t, MIN_SNR_KAPPA), the plain v loss (whose x0 weight is 1 + SNR_t) capped the same
+    way; unlike "min_snr" it keeps weight >= 1 on x0 at the noisiest steps, where SNR_t -> 0 and "min_snr" all
+    but ignores how wrong x0_hat is. For target "v" it is min(1, MIN_SNR_KAPPA / (1 + SNR_t)) <= 1.
+    "none": 1 (each target regressed unweighted).
+    "auto": "none" for x0, eps and v, "eps" for score (whose unweighted loss has exploding variance).
     """
-    if target not in TARGETS:
-        raise ValueError(f"target: expected one of {TARGETS}, got {target!r}")
+    if target not in ALL_TARGETS:
+        raise ValueError(f"target: expected one of {ALL_TARGETS}, got {target!r}")
     if weighting not in WEIGHTINGS:
         raise ValueError(f"weighting: expected one of {WEIGHTINGS}, got {weighting!r}")
     if weighting == "auto":
@@ -172,9 +178,10 @@ def loss_weights(schedule: NoiseSchedule, target: str, weighting: str = "auto") 
     ab = schedule.alpha_bars
     if weighting == "none":
         return torch.ones_like(ab)
-    w = (target_scale("eps", ab[1:]) / target_scale(target, ab[1:])) ** 2
-    if weighting == "min_snr":
-        w = w * (MIN_SNR_KAPPA * (1 - ab[1:]) / ab[1:]).clamp(max=1.0)
+    snr = ab[1:] / (1 - ab[1:])
+    x0_weight = {"eps": snr, "min_snr": snr.clamp(max=MIN_SNR_KAPPA),
+                 "v_min_snr": (1 + snr).clamp(max=MIN_SNR_KAPPA)}[weighting]
+    w = x0_weight / target_scale(target, ab[1:]) ** 2
     return torch.cat([torch.ones(1, dtype=torch.float64), w])
 
 
@@ -183,13 +190,15 @@ def _regression_target(target, x0, eps, ab):
         return x0
     if target == "eps":
         return eps
+    if target == "v":
+        return ab.sqrt() * eps - (1 - ab).sqrt() * x0
     return -eps / (1 - ab).sqrt()
 
 
 def diffusion_loss(model, x0: torch.Tensor, schedule: NoiseSchedule, target: str | None = None,
                    generator: torch.Generator | None = None, *, t=None, noise: torch.Tensor | None = None,
                    weighting: str = "auto", reduction: str = "mean") -> torch.Tensor:
-    """w_t |model(x^t, t) - y|^2, y = x^0, eps or -eps / sqrt(1 - ab_t); x^t = sqrt(ab_t) x^0 + sqrt(1 - ab_t) eps.
+    """w_t |model(x^t, t) - y|^2, y = x^0, eps, -eps / sqrt(1 - ab_t) or v; x^t = sqrt(ab_t) x^0 + sqrt(1 - ab_t) eps.
 
     model: callable (x_t (n, ...), t long (n,)) -> prediction; target defaults to ``model.target``.
     x0: a batch (n, ...). t: None (drawn uniformly from 1..T per row), an int, or shape (n,). noise: eps
@@ -198,8 +207,8 @@ def diffusion_loss(model, x0: torch.Tensor, schedule: NoiseSchedule, target: str
     """
     if target is None:
         target = getattr(model, "target", None)
-    if target not in TARGETS:
-        raise ValueError(f"target: expected one of {TARGETS} (or a model with .target), got {target!r}")
+    if target not in ALL_TARGETS:
+        raise ValueError(f"target: expected one of {ALL_TARGETS} (or a model with .target), got {target!r}")
     if not isinstance(schedule, NoiseSchedule):
         raise TypeError(f"schedule: expected a NoiseSchedule, got {describe(schedule)}")
     if not isinstance(x0, torch.Tensor) or not x0.is_floating_point() or x0.ndim < 2:
@@ -278,8 +287,8 @@ def train_toy_denoiser(data, schedule: NoiseSchedule, target: str = "eps", steps
     """
     from .training import train
 
-    if target not in TARGETS:
-        raise ValueError(f"target: expected one of {TARGETS}, got {target!r}")
+    if target not in ALL_TARGETS:
+        raise ValueError(f"target: expected one of {ALL_TARGETS}, got {target!r}")
     # a tensor's .dim is the method Tensor.dim(), not the points' dimension: read the shape first
     dim = data.shape[1] if isinstance(data, torch.Tensor) and data.ndim == 2 else getattr(data, "dim", None)
     if dim is None:
@@ -354,8 +363,8 @@ def denoiser_error(model, mixture, schedule: NoiseSchedule, t, space: str = "eps
     on the same draws (so mse ~ bayes + excess), and "excess_se", the standard error of "excess".
     """
     target = target or getattr(model, "target", None)
-    if target not in TARGETS or space not in TARGETS:
-        raise ValueError(f"target and space: expected one of {TARGETS}, got {target!r} and {space!r}")
+    if target not in ALL_TARGETS or space not in ALL_TARGETS:
+        raise ValueError(f"target and space: expected one of {ALL_TARGETS}, got {target!r} and {space!r}")
     ts = check_timestep(torch.as_tensor(t), schedule.T, "t").reshape(-1)
     dtype, device = torch.float64, torch.device("cpu")  # plain callables (ExactDenoiser) get float64
     if isinstance(model, nn.Module):

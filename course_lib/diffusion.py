@@ -9,6 +9,12 @@ and each determines the others given x^t and alpha_bar (Tweedie's formula links 
   score = -eps / sqrt(1 - alpha_bar)
   x0    = (x^t + (1 - alpha_bar) score) / sqrt(alpha_bar)
 
+``TARGETS`` are the lecture's three. ``ALL_TARGETS`` adds a fourth, used by the MNIST U-Net: the "velocity"
+  - "v":     E[v | x^t] with v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x^0 (Salimans & Ho 2022),
+  x0    = sqrt(alpha_bar) x^t - sqrt(1 - alpha_bar) v,
+which is eps at small t and -x^0 at large t, so x0_hat stays accurate at the noisiest steps, where x0 from eps
+divides by sqrt(alpha_bar) (1e-4 at t = T for the MNIST schedule) and magnifies the network's error.
+
 Shapes: ``x_t`` and predictions are (n, ...) tensors of one shape; ``alpha_bar`` is a number or a
 tensor of shape (n,) (one per row), broadcast over the remaining dimensions. The conversions keep the
 dtype and device of ``x_t``. They need 0 < alpha_bar < 1 where eps or score is involved (at
@@ -21,9 +27,11 @@ import torch
 
 from ._checks import as_tensor, check_alpha_bar, check_timestep
 
-__all__ = ["TARGETS", "ExactDenoiser", "convert", "eps_from_x0", "score_from_x0", "x0_from_eps", "x0_from_score"]
+__all__ = ["ALL_TARGETS", "TARGETS", "ExactDenoiser", "convert", "eps_from_x0", "score_from_x0", "v_from_x0",
+           "x0_from_eps", "x0_from_score", "x0_from_v"]
 
 TARGETS = ("x0", "eps", "score")
+ALL_TARGETS = TARGETS + ("v",)
 
 
 def _coefficients(x_t, alpha_bar, *, need_noise: bool):
@@ -72,24 +80,39 @@ def score_from_x0(x_t, x0, alpha_bar):
     return (ab.sqrt() * _pred(x0, x_t, "x0") - x_t) / (1 - ab)
 
 
-def convert(pred, source: str, target: str, x_t, alpha_bar):
-    """Convert a prediction of ``source`` into one of ``target`` (each of "x0", "eps", "score").
+def x0_from_v(x_t, v, alpha_bar):
+    """x^0 = sqrt(alpha_bar) x^t - sqrt(1 - alpha_bar) v. Shapes: (n, ...) -> (n, ...)."""
+    x_t, ab = _coefficients(x_t, alpha_bar, need_noise=True)
+    return ab.sqrt() * x_t - (1 - ab).sqrt() * _pred(v, x_t, "v")
 
-    Goes through x0: eps and score are both affine in x0 given x^t, so every pair is covered.
+
+def v_from_x0(x_t, x0, alpha_bar):
+    """v = (sqrt(alpha_bar) x^t - x^0) / sqrt(1 - alpha_bar). Shapes: (n, ...) -> (n, ...)."""
+    x_t, ab = _coefficients(x_t, alpha_bar, need_noise=True)
+    return (ab.sqrt() * x_t - _pred(x0, x_t, "x0")) / (1 - ab).sqrt()
+
+
+def convert(pred, source: str, target: str, x_t, alpha_bar):
+    """Convert a prediction of ``source`` into one of ``target`` (each of "x0", "eps", "score", "v").
+
+    Goes through x0: eps, score and v are all affine in x0 given x^t, so every pair is covered.
     """
     for name, value in (("source", source), ("target", target)):
-        if value not in TARGETS:
-            raise ValueError(f"{name}: expected one of {TARGETS}, got {value!r}")
+        if value not in ALL_TARGETS:
+            raise ValueError(f"{name}: expected one of {ALL_TARGETS}, got {value!r}")
     if source == target:
         x_t, _ = _coefficients(x_t, alpha_bar, need_noise=False)
         return _pred(pred, x_t, "pred")
     x0 = {"x0": lambda: _pred(pred, _coefficients(x_t, alpha_bar, need_noise=False)[0], "pred"),
           "eps": lambda: x0_from_eps(x_t, pred, alpha_bar),
-          "score": lambda: x0_from_score(x_t, pred, alpha_bar)}[source]()
+          "score": lambda: x0_from_score(x_t, pred, alpha_bar),
+          "v": lambda: x0_from_v(x_t, pred, alpha_bar)}[source]()
     if target == "x0":
         return x0
     if target == "eps":
         return eps_from_x0(x_t, x0, alpha_bar)
+    if target == "v":
+        return v_from_x0(x_t, x0, alpha_bar)
     return score_from_x0(x_t, x0, alpha_bar)
 
 
@@ -102,8 +125,8 @@ class ExactDenoiser:
     """
 
     def __init__(self, mixture, schedule, target: str = "eps"):
-        if target not in TARGETS:
-            raise ValueError(f"target: expected one of {TARGETS}, got {target!r}")
+        if target not in ALL_TARGETS:
+            raise ValueError(f"target: expected one of {ALL_TARGETS}, got {target!r}")
         self.mixture, self.schedule, self.target = mixture, schedule, target
 
     def __call__(self, x_t, t):

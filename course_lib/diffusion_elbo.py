@@ -25,7 +25,7 @@ from typing import NamedTuple
 import torch
 
 from ._checks import as_tensor, check_timestep, describe
-from .diffusion import TARGETS, convert
+from .diffusion import ALL_TARGETS, convert
 
 __all__ = ["KLPerStep", "call_denoiser", "kl_term", "per_timestep_kl", "predictor_target", "reverse_mean"]
 
@@ -34,8 +34,8 @@ def predictor_target(predict, target: str | None = None) -> str:
     """The target ("x0", "eps" or "score") a predictor outputs: ``target`` if given, else its ``.target``, else "x0"."""
     if target is None:
         target = getattr(predict, "target", "x0")
-    if target not in TARGETS:
-        raise ValueError(f"target: expected one of {TARGETS}, got {target!r}")
+    if target not in ALL_TARGETS:
+        raise ValueError(f"target: expected one of {ALL_TARGETS}, got {target!r}")
     return target
 
 
@@ -102,8 +102,8 @@ def reverse_mean(schedule, x_t, t, prediction, target: str = "x0") -> torch.Tens
     if tt.ndim > 1 or (tt.ndim == 1 and tt.shape[0] != x.shape[0]):
         raise ValueError(f"t: expected an int or shape ({x.shape[0]},) (one step per row of x_t), "
                          f"got {tuple(tt.shape)}")
-    if target not in TARGETS:
-        raise ValueError(f"target: expected one of {TARGETS}, got {target!r}")
+    if target not in ALL_TARGETS:
+        raise ValueError(f"target: expected one of {ALL_TARGETS}, got {target!r}")
     pred = _rows(prediction, "prediction", like=x).to(dtype=x.dtype, device=x.device)
     x0_hat = convert(pred, target, "x0", x, schedule.alpha_bars[tt])
     a, b, _ = schedule.posterior_coefficients(tt)

@@ -42,7 +42,7 @@ import numbers
 import torch
 
 from ._checks import as_tensor, check_timestep, describe
-from .diffusion import TARGETS, convert
+from .diffusion import ALL_TARGETS, convert
 from .schedules import NoiseSchedule
 
 __all__ = [
@@ -166,8 +166,8 @@ class ExactConditionalDenoiser:
     def __init__(self, mixture, schedule: NoiseSchedule, target: str = "eps"):
         from .diffusion import ExactDenoiser
 
-        if target not in TARGETS:
-            raise ValueError(f"target: expected one of {TARGETS}, got {target!r}")
+        if target not in ALL_TARGETS:
+            raise ValueError(f"target: expected one of {ALL_TARGETS}, got {target!r}")
         self.mixture, self.schedule, self.target, self.dim = mixture, schedule, target, mixture.d
         self.num_classes = self.null_label = mixture.K
         self._uncond = ExactDenoiser(mixture, schedule, target)

@@ -81,12 +81,13 @@ def mnist_diffusion_config(*, fast: bool = False, conditional: bool = False) -> 
     and the unconditional eps(x^t) = eps(x^t, null) that classifier-free guidance combines; 5,000 steps.
     """
     cfg = {"arch": "unet", "channels": [32, 64, 64], "emb_dim": 128, "embedding": "sin-cos of 1000 t / T",
-           "target": "eps", "weighting": "min_snr", "num_classes": None, "schedule": "cosine", "T": 500,
-           "data": "mnist-train in [-1, 1]", "train_limit": None, "steps": 10000, "batch_size": 128, "lr": 1e-3,
+           "target": "v", "weighting": "v_min_snr", "num_classes": None, "schedule": "cosine", "T": 500,
+           "data": "mnist-train in [-1, 1]", "train_limit": None, "steps": 12000, "batch_size": 128, "lr": 1e-3,
            "lr_schedule": "cosine", "grad_clip": 1.0, "ema_decay": 0.9995, "precision": "bf16", "seed": 0,
-           "fast": False, "version": 2}
+           "fast": False, "version": 3}
     if conditional:
-        cfg.update(num_classes=10, label_drop=0.2, steps=5000)
+        # notebook 08's U-Net keeps the eps target and min-SNR weights it was trained with (version 2)
+        cfg.update(target="eps", weighting="min_snr", num_classes=10, label_drop=0.2, steps=5000, version=2)
     if fast:
         cfg.update(channels=[16, 32, 32], emb_dim=64, steps=40, batch_size=32, train_limit=1000, ema_decay=0.9,
                    precision="float32", fast=True)

@@ -33,7 +33,7 @@ import torch
 
 from ._checks import describe
 from ._runtime import threads_for
-from .diffusion import TARGETS, convert
+from .diffusion import ALL_TARGETS, convert
 from .schedules import NoiseSchedule
 
 __all__ = ["SamplerPath", "ancestral_sample", "ddim_sample", "sample", "step_coefficients", "timesteps"]
@@ -117,10 +117,10 @@ def _resolve_target(denoiser, target) -> str:
     if target is None:
         target = getattr(denoiser, "target", None)
         if target is None:
-            raise ValueError(f"target: the denoiser has no .target attribute, so pass target= one of {TARGETS} "
+            raise ValueError(f"target: the denoiser has no .target attribute, so pass target= one of {ALL_TARGETS} "
                              "(what the denoiser predicts)")
-    if target not in TARGETS:
-        raise ValueError(f"target: expected one of {TARGETS}, got {target!r}")
+    if target not in ALL_TARGETS:
+        raise ValueError(f"target: expected one of {ALL_TARGETS}, got {target!r}")
     return target
 
 

@@ -30,7 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ._checks import describe, has_values
-from .diffusion import TARGETS
+from .diffusion import ALL_TARGETS
 from .nets import time_embedding
 
 __all__ = ["ResBlock", "UNet"]
@@ -92,8 +92,8 @@ class UNet(nn.Module):
             raise ValueError(f"channels: expected three positive widths such as (32, 64, 64), got {describe(channels)}")
         if isinstance(emb_dim, bool) or not isinstance(emb_dim, numbers.Integral) or emb_dim < 2 or emb_dim % 2:
             raise ValueError(f"emb_dim: expected an even integer >= 2, got {describe(emb_dim)}")
-        if target not in TARGETS:
-            raise ValueError(f"target: expected one of {TARGETS}, got {target!r}")
+        if target not in ALL_TARGETS:
+            raise ValueError(f"target: expected one of {ALL_TARGETS}, got {target!r}")
         if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral)
                                         or num_classes < 1):
             raise ValueError(f"num_classes: expected None or a positive integer, got {describe(num_classes)}")

@@ -26,7 +26,7 @@ import torch
 
 from .._checks import as_float64, check_timestep, describe
 from ..densities import GaussianMixture
-from ..diffusion import TARGETS, convert
+from ..diffusion import ALL_TARGETS, convert
 from ..diffusion_elbo import call_denoiser
 from ..plotting import COLORS, to_numpy
 from ..schedules import NoiseSchedule
@@ -78,8 +78,8 @@ def _denoiser_target(denoiser, target: str | None) -> str:
         target = getattr(denoiser, "target", None)
     if target is None:
         raise ValueError("target: the denoiser has no `target` attribute; pass target='x0', 'eps' or 'score'")
-    if target not in TARGETS:
-        raise ValueError(f"target: expected one of {TARGETS}, got {target!r}")
+    if target not in ALL_TARGETS:
+        raise ValueError(f"target: expected one of {ALL_TARGETS}, got {target!r}")
     return target
 
 
