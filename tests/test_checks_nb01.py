@@ -170,3 +170,28 @@ def test_every_known_elbo_mistake_is_distinguishable():
     values = np.array([float(full), float(closed)] + [float(v) for v in mistakes.values()])
     gaps = np.abs(values[:, None] - values[None, :]) + np.eye(len(values))
     assert gaps.min() > 1e-3, gaps.min()
+
+
+# ====================================================================== the checks leave the student's RNG alone
+def _elbo_with_fresh_noise(model, x, mu, log_sigma, eps):
+    """Draws from the global generator (a wrong answer, but it must not move the student's generator)."""
+    z = mu + torch.exp(log_sigma) * torch.randn_like(eps)
+    return (model.decoder_log_prob(x.expand(len(z), -1), z) + model.log_prior(z)).mean()
+
+
+@pytest.mark.parametrize("check, fn", [
+    (check_kl_gaussian, lambda mu, ls: 0.5 * (mu**2 + torch.exp(2 * ls) - 1 - 2 * ls)),
+    (check_elbo_estimate, lambda model, x, mu, ls, eps: reparameterised_elbo(model, x, mu, ls, eps)[0]),
+    (check_elbo_estimate, _elbo_with_fresh_noise),
+])
+def test_checks_do_not_touch_the_global_generator(check, fn):
+    """A check that seeds torch's global generator would change the student's next random numbers."""
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    np_state = np.random.get_state()[1].copy()
+    try:
+        check(fn)
+    except ExerciseError:
+        pass
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert np.array_equal(np.random.get_state()[1], np_state)

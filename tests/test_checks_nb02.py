@@ -94,3 +94,19 @@ def test_the_check_leaves_the_students_generator_alone():
     torch.manual_seed(123)
     check_reparameterize(lambda mu, ls: mu + torch.exp(ls) * torch.randn_like(mu))
     assert torch.equal(torch.randn(3), want)
+
+
+# ====================================================================== the checks leave the student's RNG alone
+@pytest.mark.parametrize("check, fn", [
+    (check_reparameterize, lambda mu, ls: mu + torch.exp(ls) * torch.randn_like(mu)),
+    (check_negative_elbo, lambda x, xm, xls, mu, ls, beta:
+        (0.5 * math.log(2 * math.pi) + xls + 0.5 * ((x - xm) / torch.exp(xls)) ** 2).sum(-1)
+        + beta * gaussian_kl_diag(mu, ls)),
+])
+def test_checks_do_not_touch_the_global_generator(check, fn):
+    """The reparameterisation check draws through the student's function from a seeded, forked generator: the
+    student's own stream continues where it was."""
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    assert check(fn)
+    assert torch.equal(torch.random.get_rng_state(), state)

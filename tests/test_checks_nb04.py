@@ -172,3 +172,25 @@ def test_posterior_coefficients_check_catches_a_wrong_first_step():
         return (0.5, 0.5, 0.0) if t == 1 else coef_correct(s, t)
     with pytest.raises(ExerciseError, match="a_1 = 1, b_1 = 0, c_1 = 0"):
         check_posterior_coefficients(fn)
+
+
+# ====================================================================== global generators
+@pytest.mark.parametrize("check, fn", [(check_alpha_bar_from_betas, ab_correct), (check_q_sample, q_correct),
+                                       (check_posterior_coefficients, coef_correct)])
+def test_checks_leave_the_global_generators_alone(check, fn):
+    """A check draws from its own seeded generators: the student's global torch / NumPy / Python streams go on
+    exactly where they were."""
+    import random
+
+    import numpy as np
+
+    torch.manual_seed(123)
+    np.random.seed(123)
+    random.seed(123)
+    want = (torch.rand(3), np.random.rand(3), random.random())
+    torch.manual_seed(123)
+    np.random.seed(123)
+    random.seed(123)
+    assert check(fn) is True
+    got = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(got[0], want[0]) and np.array_equal(got[1], want[1]) and got[2] == want[2]

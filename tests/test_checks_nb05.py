@@ -151,6 +151,11 @@ def _kl_wrong(kind):
             return diff.norm(dim=-1) / (2 * c)
         if kind == "no sum":
             return diff**2 / (2 * c)
+        if kind == "notebook 01":  # KL(N(mu_q, c_t) || N(0, 1)), per coordinate, summed
+            mu_q = a * x0 + b * x_t
+            return 0.5 * (mu_q**2 + c - 1 - torch.log(c)).sum(-1)
+        if kind == "unit variance":  # the general formula with the model's variance set to 1
+            return 0.5 * (c / 1.0 + diff**2 / 1.0 - 1 + torch.log(1.0 / c)).sum(-1)
         raise AssertionError(kind)
     return fn
 
@@ -162,11 +167,23 @@ KL_MISTAKES = {
     "no square": "forgot to square",
     "norm": "took the norm, not the squared norm",
     "no sum": "sum the squares over the coordinates",
+    "notebook 01": "notebook 01's KL against N\\(0, I\\)",
+    "unit variance": "variance 1 instead of c_t",
 }
 
 
 def test_kl_step_passes_a_correct_solution():
     assert check_kl_step(kl_step_ok) is True
+
+
+def test_kl_step_passes_the_general_gaussian_kl_with_equal_variances():
+    """A student who writes the whole KL of notebook 01's kind, with both variances c_t, is right."""
+    def general(x0, x_t, mean, s, t):
+        a, b, c = s.posterior_coefficients(t)
+        mu_q = a * x0 + b * x_t
+        return 0.5 * (c / c + (mu_q - mean) ** 2 / c - 1 + torch.log(c / c)).sum(-1)
+
+    assert check_kl_step(general) is True
 
 
 @pytest.mark.parametrize("kind", list(KL_MISTAKES))
@@ -203,3 +220,25 @@ def test_a_float32_solution_passes():
         return ((a * x0.float() + b * x_t.float() - mean.float()) ** 2).sum(-1) / (2 * c)
 
     assert check_x0_from_eps(x0_from_eps_f32) and check_kl_step(kl_step_f32)
+
+
+# ---------------------------------------------------------------------------------------------- global generators
+@pytest.mark.parametrize("check, fn", [(check_x0_from_eps, x0_from_eps_ok), (check_tweedie_x0, tweedie_ok),
+                                       (check_mean_prev, mean_prev_ok), (check_kl_step, kl_step_ok)])
+def test_checks_leave_the_global_generators_alone(check, fn):
+    """A check draws from its own seeded generators: the student's global torch / NumPy / Python streams go on
+    exactly where they were."""
+    import random
+
+    import numpy as np
+
+    torch.manual_seed(123)
+    np.random.seed(123)
+    random.seed(123)
+    want = (torch.rand(3), np.random.rand(3), random.random())
+    torch.manual_seed(123)
+    np.random.seed(123)
+    random.seed(123)
+    assert check(fn) is True
+    got = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(got[0], want[0]) and np.array_equal(got[1], want[1]) and got[2] == want[2]

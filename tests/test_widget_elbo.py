@@ -246,6 +246,56 @@ def test_buttons_animate_the_ascent():
     assert not any(b.disabled for b in v.buttons.values())
 
 
+START = {"q_mean": -0.5, "q_log_std": 0.3, "W": 1.0, "sigma": 0.7}
+
+
+def test_ascent_from_a_stated_start_does_not_depend_on_the_sliders():
+    """A notebook cell that runs the ascent gives the same numbers whatever the student did with the sliders."""
+    fresh, moved = ElboView(), ElboView()
+    moved.update(q_mean=2.5, q_log_std=-2.0, W=-1.7, sigma=1.6, n_draws=100)
+    h_fresh = fresh.run_ascent(60, "phi", start=START)
+    h_moved = moved.run_ascent(60, "phi", start=START)
+    for key in h_fresh:
+        np.testing.assert_array_equal(h_fresh[key], h_moved[key], err_msg=key)
+    assert fresh.values() == moved.values()  # both widgets show the end of the same run
+    assert h_fresh["sigma"][0] == 0.7 and h_fresh["n_draws"][0] == fresh.initial_values()["n_draws"]
+    # the start is the stated one: the exact terms of q = N(-0.5, exp(0.3)^2) for W = 1, sigma = 0.7
+    terms = model_1d(1.0, 0.0, 0.7).elbo_terms([[1.5]], [-0.5], [[math.exp(0.6)]])
+    assert h_moved["elbo"][0] == pytest.approx(float(terms["elbo"][0]), rel=1e-12)
+    # and running the same cell again repeats it
+    again = moved.run_ascent(60, "phi", start=START)
+    np.testing.assert_array_equal(again["elbo"], h_fresh["elbo"])
+
+
+def test_end_values_continue_a_run_and_initial_is_the_constructors():
+    v = ElboView(W=0.4, sigma=0.9, q_mean=1.0, q_log_std=-0.2, n_draws=8)
+    assert v.initial_values() == {"q_mean": 1.0, "q_log_std": -0.2, "W": 0.4, "sigma": 0.9, "n_draws": 8}
+    v.update(q_mean=-3.0, W=2.0)
+    first = v.run_ascent(40, "phi", start="initial")
+    assert first["q_mean"][0][0] == 1.0 and first["W"][0][0, 0] == pytest.approx(0.4)
+    second = v.run_ascent(40, "phi+theta", start=v.end_values(first))
+    for key in ("q_mean", "q_log_std", "W", "elbo", "log_px"):
+        np.testing.assert_allclose(second[key][0], first[key][-1], rtol=0, atol=1e-12, err_msg=key)
+    # the same two phases in one go with the pure function, from the same start
+    states = list(elbo_ascent(model_1d(0.4, 0.0, 0.9), 1.5, first["q_mean"][-1], first["q_log_std"][-1],
+                              steps=0))
+    assert states[0]["elbo"] == pytest.approx(second["elbo"][0], rel=1e-12)
+
+
+@pytest.mark.parametrize("start, error, words", [
+    ({"q_mean": 0.0, "q_log_std": 0.0, "W": 1.0}, ValueError, "lacks"),
+    ({**START, "b": 0.0}, ValueError, "unknown key 'b'"),
+    ({**START, "W": 5.0}, ValueError, "outside its slider range"),
+    ({**START, "sigma": "0.7"}, TypeError, "finite number"),
+    ({**START, "n_draws": 1}, ValueError, "n_draws"),
+    ("sliders", ValueError, "'initial' or None"),
+    ([0.0, 0.0, 1.0, 0.7], TypeError, "mapping"),
+])
+def test_a_bad_start_is_named(start, error, words):
+    with pytest.raises(error, match=words):
+        ElboView().run_ascent(3, start=start)
+
+
 def test_a_family_without_the_posterior_keeps_a_gap():
     # fixed sigma_q = 1: the best mean is the posterior mean, and the gap floor is KL(N(mu*, 1) || N(mu*, v))
     model = model_1d(1.0, 0.0, 0.7)

@@ -133,7 +133,11 @@ def check_mean_prev(fn) -> bool:
 
 
 def check_kl_step(fn) -> bool:
-    """Exercise: ``fn(x0, x_t, mean, schedule, t)`` -> |a_t x^0 + b_t x^t - mean|^2 / (2 c_t), shape (n,)."""
+    """Exercise: ``fn(x0, x_t, mean, schedule, t)`` -> |a_t x^0 + b_t x^t - mean|^2 / (2 c_t), shape (n,).
+
+    The general KL between two Gaussians (notebook 01, exercise 1, for p = N(0, 1)) with both variances equal to
+    c_t: the variance terms cancel and half the squared distance of the means in units of c_t is left.
+    """
     s = _schedule()
     for t in _STEPS:
         x0, x_t = _data(2, seed=t + 2)
@@ -152,5 +156,11 @@ def check_kl_step(fn) -> bool:
                 sq / (2 * s.betas[t]),
             "you forgot to square the difference": (a * x0 + b * x_t - mean).abs().sum(-1) / (2 * c),
             "you took the norm, not the squared norm": sq.sqrt() / (2 * c),
+            "you used notebook 01's KL against N(0, I): here the second Gaussian is the model's step "
+            "N(mean, c_t I), so the KL depends on the distance between the two means":
+                0.5 * ((a * x0 + b * x_t) ** 2 + c - 1 - torch.log(c)).sum(-1),
+            "you gave the model the variance 1 instead of c_t: with equal variances c_t the terms "
+            "c_t / c_t - 1 + log(c_t / c_t) cancel, leaving |difference|^2 / (2 c_t)":
+                0.5 * (c + (a * x0 + b * x_t - mean) ** 2 - 1 - torch.log(c)).sum(-1),
         })
     return passed("kl_step gives KL(q(x^{t-1} | x^0, x^t) || p_theta(x^{t-1} | x^t)) for equal variances c_t")

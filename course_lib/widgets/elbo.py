@@ -21,6 +21,7 @@ Static figures for notebook 01 (each returns a pyplot Figure): ``figure_decoder_
 
 View: ``ElboView`` (k = d = 1): sliders for q's mean and log standard deviation, the decoder's W and
 sigma and the number of Monte Carlo draws; buttons that run gradient ascent and animate it.
+``ElboView.run_ascent(steps, params, start=...)`` starts from given values (reproducible), not from the sliders.
 """
 
 from __future__ import annotations
@@ -457,7 +458,9 @@ class ElboView(WidgetView):
     reparameterised Monte Carlo estimate of the ELBO (orange, +- 2 standard errors) beside the exact ELBO.
     Right: q(z|x), the exact posterior p(z|x) and the prior p(z) on one axis, with the draws z_j as a rug.
     Sliders: ``q_mean``, ``q_log_std`` (phi), ``W``, ``sigma`` (theta), ``n_draws``. The draws eps_j are fixed
-    at construction (common random numbers), so the estimate moves smoothly. Buttons run ``run_ascent``.
+    at construction (common random numbers), so the estimate moves smoothly. The buttons run ``run_ascent``
+    from the sliders as they are; code passes ``start=`` (stated values, ``"initial"`` or ``end_values(history)``)
+    so that its numbers do not depend on where the sliders were left.
     """
 
     figsize = (11.0, 5.0)
@@ -600,20 +603,30 @@ class ElboView(WidgetView):
                                   f"{_fmt(self.x)}\nq(z|x) = N({_fmt(q_mean)}, {d['q_std']:.2f}²)")
 
     # -- gradient ascent --------------------------------------------------------------------------
-    def run_ascent(self, steps: int = 120, params: str = "phi", *, family: str = "gaussian",
-                   objective: str = "exact", lr: float = 0.05, animate: bool = False, sleep: float = 0.03,
-                   frame_every: int = 2) -> dict[str, np.ndarray]:
-        """Gradient ascent on the ELBO from the current sliders (``elbo_ascent``), then leave the sliders at the end.
+    def run_ascent(self, steps: int = 120, params: str = "phi", *, start: Mapping | str | None = None,
+                   family: str = "gaussian", objective: str = "exact", lr: float = 0.05, animate: bool = False,
+                   sleep: float = 0.03, frame_every: int = 2) -> dict[str, np.ndarray]:
+        """Gradient ascent on the ELBO (``elbo_ascent``) from ``start``, then leave the sliders at the end.
 
+        ``start``: where the ascent starts, so that a notebook cell gives the same numbers however the sliders
+        were left: a mapping with ``q_mean``, ``q_log_std``, ``W``, ``sigma`` (and optionally ``n_draws``,
+        default the constructor's), e.g. stated values or ``end_values(history)`` of an earlier run; the string
+        ``"initial"`` for the constructor's values (``initial_values()``); ``None`` for the current sliders
+        (what the buttons do: interactive use). The sliders are set to the start before the first step.
         ``params``: "phi" or "phi+theta" (theta = W); ``family``: "gaussian" or "fixed_std" (sigma_q held);
-        ``objective``: "exact" or "monte_carlo" (the widget's current n_draws fixed draws). Parameters are
+        ``objective``: "exact" or "monte_carlo" (the first n_draws of the widget's fixed draws). Parameters are
         clamped to the slider ranges. ``animate``: move the sliders and redraw every ``frame_every`` steps,
         pausing ``sleep`` seconds (the button does this; tests and scripts leave it off). Returns the
         history: a dict of arrays over steps 0..steps (``step``, ``q_mean``, ``q_log_std``, ``W``,
-        ``objective``, ``log_px``, ``elbo``, ``reconstruction``, ``kl_prior``, ``kl_posterior``).
+        ``objective``, ``log_px``, ``elbo``, ``reconstruction``, ``kl_prior``, ``kl_posterior``, and the
+        constants ``sigma`` and ``n_draws`` of the run).
         """
-        v = self.values()
         frame_every = check_count(frame_every, "frame_every")
+        if start is None:
+            v = self.values()
+        else:
+            v = self._start_values(start)
+            self.update(**v)
         states = []
         for state in elbo_ascent(self.model(v), self.x, v["q_mean"], v["q_log_std"], steps=steps, params=params,
                                  family=family, objective=objective, eps=self.eps[: v["n_draws"]], lr=lr,
@@ -625,7 +638,50 @@ class ElboView(WidgetView):
                 time.sleep(sleep)
         if not animate:
             self._show_state(states[-1])
-        return ascent_history(states)
+        history = ascent_history(states)
+        history["sigma"] = np.full(len(states), float(v["sigma"]))
+        history["n_draws"] = np.full(len(states), int(v["n_draws"]))
+        return history
+
+    def initial_values(self) -> dict:
+        """The slider values the view was built with (``q_mean``, ``q_log_std``, ``W``, ``sigma``, ``n_draws``)."""
+        return dict(self._init)
+
+    @staticmethod
+    def end_values(history: Mapping[str, np.ndarray]) -> dict:
+        """The slider values at the end of a ``run_ascent`` history: a ``start`` that continues that run."""
+        return {"q_mean": float(np.asarray(history["q_mean"])[-1].reshape(-1)[0]),
+                "q_log_std": float(np.asarray(history["q_log_std"])[-1].reshape(-1)[0]),
+                "W": float(np.asarray(history["W"])[-1].reshape(-1)[0]),
+                "sigma": float(np.asarray(history["sigma"])[-1]),
+                "n_draws": int(np.asarray(history["n_draws"])[-1])}
+
+    def _start_values(self, start) -> dict:
+        if isinstance(start, str):
+            if start != "initial":
+                raise ValueError(f"start: expected a mapping of slider values, 'initial' or None, got {start!r}")
+            return self.initial_values()
+        if not isinstance(start, Mapping):
+            raise TypeError(f"start: expected a mapping of slider values, 'initial' or None, got {describe(start)}")
+        missing = [k for k in ("q_mean", "q_log_std", "W", "sigma") if k not in start]
+        unknown = sorted(set(start) - set(self._init))
+        if missing or unknown:
+            what = f"it lacks {missing}" if missing else f"unknown key {unknown[0]!r}"
+            raise ValueError(f"start: expected the keys q_mean, q_log_std, W, sigma (and optionally n_draws); {what}")
+        v = {"n_draws": self._init["n_draws"], **start}
+        for name in ("q_mean", "q_log_std", "W", "sigma"):
+            value = v[name]
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                raise TypeError(f"start: {name} must be a finite number, got {describe(value)}")
+            lo, hi = self.RANGES[name]
+            if not lo <= value <= hi:
+                raise ValueError(f"start: {name} = {value} is outside its slider range [{lo}, {hi}]")
+            v[name] = float(value)
+        n = v["n_draws"]
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 2 <= n <= self.max_draws:
+            raise ValueError(f"start: n_draws must be an integer in [2, {self.max_draws}], got {n!r}")
+        v["n_draws"] = int(n)
+        return v
 
     def _show_state(self, state):
         self.update(q_mean=float(state["q_mean"][0]), q_log_std=float(state["q_log_std"][0]),
