@@ -44,7 +44,7 @@ import torch
 from ._checks import as_float64, as_tensor, check_count, check_positive, check_timestep, describe
 from ._runtime import threads_for
 from .diffusion import ALL_TARGETS, convert
-from .vae import gaussian_kl_diag
+from .vae import gaussian_kl_diag, mean_stderr
 
 __all__ = [
     "DiffusionELBO",
@@ -57,7 +57,6 @@ __all__ = [
     "first_step_variance",
     "kl_term",
     "log_snr_schedule",
-    "mean_se",
     "per_timestep_kl",
     "plot_gap_vs_T",
     "predictor_target",
@@ -248,14 +247,6 @@ def first_step_variance(schedule) -> float:
     return (1.0 - ab1) / ab1
 
 
-def mean_se(values) -> tuple[float, float]:
-    """(mean, standard error = sd / sqrt(n)) of a 1-D tensor of n >= 2 independent draws, as floats."""
-    v = as_float64(values, "values", ndim=1)
-    if v.numel() < 2:
-        raise ValueError(f"values: expected at least 2 draws for a standard error, got {v.numel()}")
-    return float(v.mean()), float(v.std()) / math.sqrt(v.numel())
-
-
 class DiffusionELBO(NamedTuple):
     """``diffusion_elbo``'s result, one row per data point x^0, float64 (nats).
 
@@ -287,7 +278,7 @@ class DiffusionELBO(NamedTuple):
         L_{t-1}) and "L_0". The standard errors are over the draws of x^0 (the quadrature over x^t adds none)."""
         parts = {"log_p": self.log_p, "elbo": self.elbo, "gap": self.gap, "L_T": self.L_T,
                  "L_sum": self.L.sum(dim=1), "L_0": self.L_0}
-        return {k: mean_se(v) for k, v in parts.items()}
+        return {k: mean_stderr(v) for k, v in parts.items()}
 
 
 def _gauss_hermite(nodes: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -477,7 +468,7 @@ def elbo_gap_vs_T(mixture, Ts, make_predict, *, n: int = 500, nodes: int = 32, g
         if make_baseline is not None:
             base = diffusion_elbo(mixture, schedule, make_baseline(schedule), x0, nodes=nodes,
                                   decoder_var=decoder_var, control_variate=control_variate)
-            excess = mean_se(res.gap - base.gap)
+            excess = mean_stderr(res.gap - base.gap)
         cols["excess"].append(excess[0])
         cols["excess_se"].append(excess[1])
     return GapTable(torch.tensor(Ts), *(torch.tensor(cols[k], dtype=torch.float64) for k in keys),

@@ -25,8 +25,8 @@ from ._checks import as_float64, describe
 # distances from differences, not from |a|^2 + |b|^2 - 2 a.b, which loses digits for nearby points
 _EXACT = "donot_use_mm_for_euclid_dist"
 
-__all__ = ["average_log_prob", "energy_distance", "energy_test", "markdown_table", "mixture_fit_test", "mmd",
-           "sample_quality", "sampler_quality_table", "sampler_runs"]
+__all__ = ["average_log_prob", "binomial_se", "energy_distance", "energy_test", "format_share", "markdown_table",
+           "mixture_fit_test", "mmd", "sample_quality", "sampler_quality_table", "sampler_runs"]
 
 
 def _points(x, name: str, d: int | None = None) -> torch.Tensor:
@@ -195,6 +195,20 @@ def sampler_quality_table(denoisers: dict, schedule, runs: dict, reference, mixt
     return [{"denoiser": name, "sampler": run, "seconds": seconds,
              **sample_quality(x.detach().cpu().to(torch.float64), reference, mixture)}
             for name, run, x, seconds in sampler_runs(denoisers, schedule, runs, n=n, seed=seed, **sample_kw)]
+
+
+def binomial_se(share: float, n: int) -> float:
+    """The standard error sqrt(p (1 - p) / n) of a share p of n independent yes/no draws."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"n: expected a positive number of draws, got {describe(n)}")
+    if not 0.0 <= float(share) <= 1.0:
+        raise ValueError(f"share: expected a number in [0, 1], got {describe(share)}")
+    return math.sqrt(float(share) * (1.0 - float(share)) / n)
+
+
+def format_share(share: float, n: int) -> str:
+    """"93.1% ± 1.2%": a share of n draws with its binomial standard error (``binomial_se``)."""
+    return f"{float(share):.1%} ± {binomial_se(share, n):.1%}"
 
 
 def markdown_table(rows: list[dict], columns: dict[str, str], formats: dict[str, str] | None = None) -> str:

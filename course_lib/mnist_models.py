@@ -32,6 +32,7 @@ from ._checks import describe
 from ._runtime import FAST, seed
 from .checkpoints import CacheInfo, describe_source, load_or_train
 from .data import mnist_model_tensors, random_shift, to_model_scale, to_unit
+from .metrics import binomial_se
 from .mnist_figures import plot_denoising_strip, plot_images, plot_loss_history, plot_sample_grids, plot_tweedie_rows
 from .schedules import NoiseSchedule
 from .training import EMA, train, training_meta
@@ -291,7 +292,7 @@ def confident_share(classifier: MNISTClassifier, x: torch.Tensor, threshold: flo
         p = torch.softmax(classifier(x[i:i + batch_size].to(dev).float().clamp(-1, 1)), dim=1)
         sure += int((p.max(dim=1).values >= threshold).sum())
     share = sure / x.shape[0]
-    return share, (share * (1 - share) / x.shape[0]) ** 0.5
+    return share, binomial_se(share, x.shape[0])
 
 
 def mnist_frechet_distance(classifier: MNISTClassifier, x: torch.Tensor, y: torch.Tensor) -> float:

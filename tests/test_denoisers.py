@@ -57,12 +57,12 @@ def test_time_embedding_is_sinusoidal_and_scaled_to_1000():
 
 
 @pytest.mark.parametrize("call,exc,arg", [
-    (lambda: ToyDenoiser(target="v"), ValueError, "target"),
+    (lambda: ToyDenoiser(target="velocity"), ValueError, "target"),
     (lambda: ToyDenoiser(hidden=0), ValueError, "hidden"),
     (lambda: ToyDenoiser()(torch.randn(4, 3), 1), ValueError, "x_t"),
     (lambda: ToyDenoiser(T=10)(torch.randn(4, 2), 11), ValueError, "t"),
     (lambda: ToyDenoiser()(torch.randn(4, 2), torch.ones(3, dtype=torch.long)), ValueError, "t"),
-    (lambda: diffusion_loss(ToyDenoiser(), torch.randn(4, 2), SCHED, "v"), ValueError, "target"),
+    (lambda: diffusion_loss(ToyDenoiser(), torch.randn(4, 2), SCHED, "velocity"), ValueError, "target"),
     (lambda: diffusion_loss(ToyDenoiser(), torch.randn(4), SCHED), ValueError, "x0"),
     (lambda: diffusion_loss(ToyDenoiser(), torch.randn(4, 2), SCHED, weighting="snr"), ValueError, "weighting"),
     (lambda: diffusion_loss(lambda x, t: x[:, :1], torch.randn(4, 2), SCHED, "eps"), ValueError, "model"),
@@ -119,6 +119,26 @@ def test_score_loss_weighting_is_the_eps_loss_of_the_implied_eps():
     assert torch.equal(loss_weights(SCHED, "eps"), torch.ones(1001, dtype=torch.float64))
 
 
+@pytest.mark.parametrize(("weighting", "x0_weight"), [
+    ("eps", lambda snr: snr),
+    ("min_snr", lambda snr: snr.clamp(max=5.0)),
+    ("v_min_snr", lambda snr: (1 + snr).clamp(max=5.0)),
+])
+@pytest.mark.parametrize("target", ["x0", "eps", "score", "v"])
+def test_weightings_are_weights_on_the_x0_error_whatever_the_target(weighting, x0_weight, target):
+    """Predict x0 + d (converted to ``target``): the weighted loss is x0_weight(SNR_t) |d|^2 for every target."""
+    x0 = torch.randn(1, 3, dtype=torch.float64, generator=gen(8))
+    noise = torch.randn(1, 3, dtype=torch.float64, generator=gen(9))
+    d = torch.tensor([[0.3, -0.1, 0.2]], dtype=torch.float64)
+    ab = SCHED.alpha_bars
+    for t in (5, 300, 700, 990):
+        def wrong(x, tt):
+            return convert(x0 + d, "x0", target, x, ab[tt])  # noqa: B023
+        got = diffusion_loss(wrong, x0, SCHED, target, t=t, noise=noise, weighting=weighting)
+        snr = ab[t] / (1 - ab[t])
+        torch.testing.assert_close(got, x0_weight(snr) * d.pow(2).sum(), rtol=1e-8, atol=1e-12)
+
+
 def test_loss_regresses_the_right_target_given_the_noise():
     x0 = torch.tensor([[1.0, -2.0]], dtype=torch.float64)
     noise = torch.tensor([[0.5, 0.25]], dtype=torch.float64)
@@ -126,7 +146,9 @@ def test_loss_regresses_the_right_target_given_the_noise():
     ab = SCHED.alpha_bars[t]
     x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
     zero = lambda x, tt: torch.zeros_like(x)  # noqa: E731
-    for target, y, w in (("x0", x0, 1.0), ("eps", noise, 1.0), ("score", -noise / (1 - ab).sqrt(), 1 - ab)):
+    v = ab.sqrt() * noise - (1 - ab).sqrt() * x0
+    for target, y, w in (("x0", x0, 1.0), ("eps", noise, 1.0), ("score", -noise / (1 - ab).sqrt(), 1 - ab),
+                         ("v", v, 1.0)):
         got = diffusion_loss(zero, x0, SCHED, target, t=t, noise=noise)
         torch.testing.assert_close(got, w * y.pow(2).sum())
         got = diffusion_loss(lambda x, tt: x * 0 + y, x0, SCHED, target, t=t, noise=noise)  # noqa: B023

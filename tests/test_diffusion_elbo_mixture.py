@@ -26,10 +26,10 @@ from course_lib.diffusion_elbo import (
     elbo_gap_vs_T,
     first_step_variance,
     log_snr_schedule,
-    mean_se,
     plot_gap_vs_T,
 )
 from course_lib.hierarchical_elbo import GaussianChain, LinearGaussianReverse
+from course_lib.vae import mean_stderr
 
 F64 = torch.float64
 
@@ -157,10 +157,10 @@ def test_gap_is_nonnegative_within_monte_carlo_error_for_good_and_bad_predictors
     bayes = diffusion_elbo(mix, s, ExactDenoiser(mix, s, "x0"), x0, nodes=16)
     linear = diffusion_elbo(mix, s, ExactDenoiser(fit, s, "eps"), x0, nodes=16)
     for res in (bayes, linear):
-        mean, se = mean_se(res.gap)
+        mean, se = mean_stderr(res.gap)
         assert mean > -4.5 * se
     # the best linear predictor pays more, for these very points (paired difference)
-    diff, se = mean_se(linear.gap - bayes.gap)
+    diff, se = mean_stderr(linear.gap - bayes.gap)
     assert diff > 4.5 * se
 
 
@@ -177,11 +177,11 @@ def test_control_variate_keeps_the_mean_and_only_adds_nonnegative_excess():
     for predict, lower_se in ((ExactDenoiser(fit, s, "eps"), False), (nearly_optimal, True)):
         direct = diffusion_elbo(mix, s, predict, x0, nodes=16)
         cv = diffusion_elbo(mix, s, predict, x0, nodes=16, control_variate=True)
-        diff, se = mean_se(direct.elbo - cv.elbo)  # the dropped cross terms: mean 0 over the data
+        diff, se = mean_stderr(direct.elbo - cv.elbo)  # the dropped cross terms: mean 0 over the data
         assert abs(diff) < 4.5 * se
         assert bool((cv.gap >= bayes.gap - 1e-12).all())
         if lower_se:  # ... and, near the optimum, the excess is measured far more precisely
-            assert mean_se(cv.gap - bayes.gap)[1] < 0.7 * mean_se(direct.gap - bayes.gap)[1]
+            assert mean_stderr(cv.gap - bayes.gap)[1] < 0.7 * mean_stderr(direct.gap - bayes.gap)[1]
     # for the Bayes-optimal predictor the cross term is exactly 0
     same = diffusion_elbo(mix, s, ExactDenoiser(mix, s, "x0"), x0[:50], nodes=16, control_variate=True)
     assert torch.allclose(same.elbo, bayes.elbo[:50], atol=1e-10)
@@ -214,7 +214,7 @@ def test_each_term_matches_a_monte_carlo_of_its_definition():
                     prev = q.mean + q.stddev * torch.randn(n, generator=g, dtype=F64)  # x^{t-1} ~ q(. | x^0, x^t)
                     draws = q.log_prob(prev) - p.log_prob(prev)
                     want = res.L[i, t - 2]
-                mean, se = mean_se(draws)
+                mean, se = mean_stderr(draws)
                 assert abs(mean - float(want)) < 4.5 * se + 1e-9, (i, t, mean, float(want), se)
 
 

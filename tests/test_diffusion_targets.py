@@ -20,6 +20,7 @@ from scipy import integrate, stats
 
 from course_lib import GaussianMixture, NoiseSchedule, named_mixture
 from course_lib.diffusion import (
+    ALL_TARGETS,
     TARGETS,
     ExactDenoiser,
     convert,
@@ -27,11 +28,12 @@ from course_lib.diffusion import (
     score_from_x0,
     x0_from_eps,
     x0_from_score,
+    x0_from_v,
 )
 from course_lib.diffusion_elbo import KLPerStep, kl_term, per_timestep_kl, reverse_mean
 
 SCHEDULE = NoiseSchedule.linear(1000)
-PAIRS = list(itertools.permutations(TARGETS, 2))
+PAIRS = list(itertools.permutations(ALL_TARGETS, 2))  # the lecture's three and v
 
 
 def _gen(seed):
@@ -91,6 +93,24 @@ def test_conversions_recover_the_x0_and_eps_that_made_x_t():
     ab = SCHEDULE.alpha_bars[t]
     torch.testing.assert_close(x0_from_eps(x_t, eps, ab), x0, rtol=1e-7, atol=1e-7)
     torch.testing.assert_close(eps_from_x0(x_t, x0, ab), eps, rtol=1e-7, atol=1e-7)
+    # v is defined by x0 and eps (Salimans & Ho 2022), not by x^t: build it from them and go back
+    abr = ab.reshape(-1, 1)
+    v = abr.sqrt() * eps - (1 - abr).sqrt() * x0
+    torch.testing.assert_close(x0_from_v(x_t, v, ab), x0, rtol=1e-7, atol=1e-7)
+    torch.testing.assert_close(convert(x0, "x0", "v", x_t, ab), v, rtol=1e-7, atol=1e-7)
+    torch.testing.assert_close(convert(v, "v", "eps", x_t, ab), eps, rtol=1e-7, atol=1e-7)
+
+
+def test_x0_from_v_stays_accurate_where_x0_from_eps_amplifies():
+    """At ab = 1e-8 (t = T of the MNIST schedule) an error d in eps becomes d / 1e-4 in x0, one in v at most d."""
+    x_t = torch.zeros(1, 4, dtype=torch.float64)
+    x0 = torch.full((1, 4), 0.5, dtype=torch.float64)
+    ab, d = 1e-8, 1e-3
+    eps, v = convert(x0, "x0", "eps", x_t, ab), convert(x0, "x0", "v", x_t, ab)
+    err_eps = (x0_from_eps(x_t, eps + d, ab) - x0).abs().max()
+    err_v = (x0_from_v(x_t, v + d, ab) - x0).abs().max()
+    assert float(err_eps) == pytest.approx(d / 1e-4, rel=1e-6)
+    assert float(err_v) <= d
 
 
 def test_score_from_x0_given_one_x0_is_the_gradient_of_log_q_xt_given_x0():
@@ -219,8 +239,8 @@ def test_bad_shapes_name_the_argument():
 
 def test_bad_target_names():
     x = torch.randn(4, 2)
-    with pytest.raises(ValueError, match="^target:.*'v'"):
-        convert(x, "x0", "v", x, 0.5)
+    with pytest.raises(ValueError, match="^target:.*'velocity'"):
+        convert(x, "x0", "velocity", x, 0.5)
     with pytest.raises(ValueError, match="^source:.*'noise'"):
         convert(x, "noise", "x0", x, 0.5)
     with pytest.raises(ValueError, match="^target:"):
@@ -339,7 +359,7 @@ def test_per_timestep_kl_bad_input():
     with pytest.raises(ValueError, match="^timesteps:"):
         per_timestep_kl(mix, SCHEDULE, den, timesteps=[1001])
     with pytest.raises(ValueError, match="^target:"):
-        per_timestep_kl(mix, SCHEDULE, den, target="v")
+        per_timestep_kl(mix, SCHEDULE, den, target="velocity")
     with pytest.raises(ValueError, match="^n:"):
         per_timestep_kl(mix, SCHEDULE, den, n=1)
     with pytest.raises(ValueError, match="^predict:.*shape"):
