@@ -10,6 +10,8 @@ STUDENT_DIR ?= build/student
 SUBMISSIONS ?= submissions
 GRADES ?= grades.csv
 GRADE_TIMEOUT ?= 600
+# make lecture NB=05: the notebook to present
+NB ?=
 # NO_SANDBOX=1: grade without bubblewrap (a Mac); no isolation, and every CSV row says so
 NO_SANDBOX ?=
 # PyTorch build, installed before the kit (tools/torch_install.py): auto = the CPU build on Linux/Windows without an
@@ -19,7 +21,7 @@ TORCH_BACKEND ?= auto
 # JupyterLab refuses to start as root (containers, CI) unless told it may.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: setup lab test test-browser bench html lint clean student grade prepare
+.PHONY: setup lab lecture test test-browser bench html lint clean student grade prepare
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +39,9 @@ endif
 
 lab: setup  ## open JupyterLab on notebooks/
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(ROOT_FLAG) $(LAB_ARGS)
+
+lecture: setup  ## present notebook NB as slides, widgets live (make lecture NB=05); checks its models first
+	$(BIN)/python -m course_lib lecture $(NB)
 
 test: setup  ## the whole test suite: unit tests, lint, every notebook in FAST mode, the JupyterLab server
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -9,6 +9,9 @@ Commands:
                                                    run and score submitted notebooks, one CSV row per exercise
   prepare [NAMES...] [--fast | --full] [--list]    load or train every model the notebooks use, and compute their
                                                    cached sample sets (before a lecture)
+  prepare --check [NAMES...] [--moves N]           time each widget's answer to a slider move on this machine
+  lecture NN [--port P] [--no-browser] [--skip-models] [--dry-run] [-- LAB ARGS]
+                                                   present a notebook as slides in JupyterLab, widgets live
   slides [NAMES...] [--overwrite]                  add RISE slide metadata to the master notebooks (headings)
   gpu-check [--device D] [--steps N] [--samples N] train, compare with the CPU and sample each MNIST model on the GPU
   train-pretrained [KEYS...] [--device D] [--list] retrain the weights that ship in course_lib/pretrained
@@ -99,6 +102,11 @@ def _prepare(args) -> int:
         for e in registry():
             print(f"{e.name}  (notebook {e.notebook}{', sample set' if e.kind == 'samples' else ''})")
         return 0
+    if args.check:
+        from .prepare import check_widgets
+
+        rows = check_widgets(n=args.moves, only=args.names or None)
+        return 1 if any("error" in r for r in rows) else 0
     fast = True if args.fast else False if args.full else FAST
     summary = prepare(fast=fast, only=args.names or None)
     return 1 if any(s["source"] == "failed" for s in summary) else 0
@@ -166,6 +174,11 @@ def _slides(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["lecture"]:  # its own parser: what follows `--` goes to jupyter lab
+        from .lecture import main as lecture_main
+
+        return lecture_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m course_lib", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -198,7 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--fast", action="store_true", help="the FAST-mode models (default: as COURSE_FAST says)")
     mode.add_argument("--full", action="store_true", help="the full-mode models")
     p.add_argument("--list", action="store_true", help="list the registered models and stop")
+    p.add_argument("--check", action="store_true",
+                   help="time each widget's response to a slider move on this machine (names: widget names) and stop")
+    p.add_argument("--moves", type=int, default=12, help="slider moves timed per widget with --check (12)")
     p.set_defaults(func=_prepare)
+    sub.add_parser("lecture", help="present notebook NN as slides in JupyterLab, widgets live (lecture NN --help)")
     p = sub.add_parser("slides", help="add RISE slide metadata to the master notebooks (# and ## headings)")
     p.add_argument("names", nargs="*", help="substrings of notebook names (default: all)")
     p.add_argument("--overwrite", action="store_true", help="replace slide types set by hand")

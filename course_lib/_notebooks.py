@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +16,30 @@ def notebook_paths(directory: str | os.PathLike | None = None) -> list[Path]:
     """The course notebooks in order (``NN_name.ipynb``), skipping checkpoints."""
     d = Path(directory) if directory is not None else NOTEBOOK_DIR
     return sorted(p for p in d.glob("*.ipynb") if not p.name.startswith("."))
+
+
+# A code cell that names course_lib.widgets (import course_lib.widgets..., from course_lib.widgets
+# import ..., from course_lib import widgets) makes the notebook a widget notebook.
+_WIDGET_USE = re.compile(r"\bcourse_lib\.widgets\b|\bfrom\s+course_lib\s+import\s[^\n]*\bwidgets\b")
+
+
+def uses_widgets(path: str | os.PathLike) -> bool:
+    """True when a code cell of the notebook uses course_lib's widgets (unreadable: True, so it fails loudly)."""
+    try:
+        cells = json.loads(Path(path).read_text(encoding="utf-8"))["cells"]
+    except (ValueError, KeyError):
+        return True
+    for cell in cells:
+        src = cell.get("source", "")
+        src = "".join(src) if isinstance(src, list) else src
+        if cell.get("cell_type") == "code" and _WIDGET_USE.search(src):
+            return True
+    return False
+
+
+def widget_notebooks(directory: str | os.PathLike | None = None) -> list[Path]:
+    """The notebooks (of ``notebook_paths(directory)``) that show one of course_lib's widgets."""
+    return [p for p in notebook_paths(directory) if uses_widgets(p)]
 
 
 @contextmanager

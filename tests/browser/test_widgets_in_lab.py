@@ -18,33 +18,14 @@ import lab_harness
 import pytest
 from lab_harness import WidgetCheckFailed, check_widget_notebook
 
-from course_lib._notebooks import notebook_paths
+from course_lib._notebooks import _WIDGET_USE, uses_widgets, widget_notebooks
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "widget_smoke.ipynb"
 VIEWPORT_NOTE = "1600 px wide window, side panels closed"
 HARNESS_DIR = ROOT / "build" / "browser" / "harness"  # inside the server's root, ignored by git
 
-# A code cell that names course_lib.widgets (import course_lib.widgets..., from course_lib.widgets
-# import ..., from course_lib import widgets) makes the notebook a widget notebook.
-_WIDGET_USE = re.compile(r"\bcourse_lib\.widgets\b|\bfrom\s+course_lib\s+import\s[^\n]*\bwidgets\b")
-
-
-def uses_widgets(path: Path) -> bool:
-    """True when a code cell of the notebook uses course_lib's widgets (unreadable: True, so it fails loudly)."""
-    try:
-        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
-    except (ValueError, KeyError):
-        return True
-    for cell in cells:
-        src = cell.get("source", "")
-        src = "".join(src) if isinstance(src, list) else src
-        if cell.get("cell_type") == "code" and _WIDGET_USE.search(src):
-            return True
-    return False
-
-
-WIDGET_NOTEBOOKS = [p for p in notebook_paths() if uses_widgets(p)]
+WIDGET_NOTEBOOKS = widget_notebooks()
 
 
 def _check(page, lab, path: Path, out: Path):
