@@ -367,7 +367,8 @@ def plot_classifier_maps(mixture, schedule, classifiers: dict, ts, *, lim=LIM, n
 
 def plot_classifier_curves(ts, curves: dict, *, prior_max: float | None = None):
     """Left: accuracy against t for each classifier ({name: {"accuracy", "kl"}}, ``classifier_curves``), with the
-    accuracy of guessing the most frequent class (``prior_max``). Right: KL(exact || learned) against t."""
+    accuracy of guessing the most frequent class (``prior_max``). Right: KL(exact || classifier) against t, log scale
+    (for a classifier that ignores x^t and answers p(y) it is the mutual information I(y; x^t))."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -381,8 +382,9 @@ def plot_classifier_curves(ts, curves: dict, *, prior_max: float | None = None):
     if prior_max is not None:
         axes[0].axhline(prior_max, color=COLORS["prior"], ls=":", label="always the most frequent class")
     label(axes[0], "time step $t$", "accuracy", "how often the most likely class is right")
-    label(axes[1], "time step $t$", "KL(exact $\\|$ learned), nats", "distance from the exact $p(y \\mid x^t)$")
-    axes[1].set_ylim(bottom=0)
+    label(axes[1], "time step $t$", "KL(exact $\\|$ classifier), nats (log scale)",
+          "distance from the exact $p(y \\mid x^t)$")
+    axes[1].set_yscale("log")
     axes[0].legend()
     axes[1].legend()
     return fig

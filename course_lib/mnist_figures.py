@@ -46,23 +46,26 @@ def _grid_shape(n: int, nrow: int | None) -> tuple[int, int]:
     return cols, int(np.ceil(n / cols))
 
 
-def plot_loss_history(meta: dict, ax=None):
+def plot_loss_history(meta: dict, ax=None, *, target: str = "eps", zero_loss: float = 1.0):
     """The training loss stored in a checkpoint's metadata (block means per step) against the training step.
 
-    The dashed line at 1 is the loss of predicting eps_hat = 0, what the untrained U-Net does (E|eps|^2 / D = 1).
+    ``target``: what the U-Net predicts ("eps", "v", "x0"), for the labels. The dashed line at ``zero_loss`` is the
+    loss of predicting 0, what the untrained U-Net does (its last layer starts at zero): 1 for eps (E|eps|^2 / D),
+    ``mnist_models.zero_prediction_loss`` in general.
     """
     import matplotlib.pyplot as plt
 
+    sym = {"eps": r"\varepsilon", "v": "v", "x0": "x^0"}.get(target, target)
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 4))
     if not meta.get("loss"):
         ax.text(0.5, 0.5, "no loss history stored with this model", ha="center", va="center", transform=ax.transAxes)
     else:
         ax.plot(meta["loss_steps"], meta["loss"], color=COLORS["model"], label="U-Net (mean over blocks of steps)")
-    ax.axhline(1.0, color=COLORS["truth"], ls="--", lw=1.5, label=r"predict $\hat\varepsilon = 0$")
+    ax.axhline(zero_loss, color=COLORS["truth"], ls="--", lw=1.5, label=rf"predict $\hat{{{sym}}} = 0$")
     ax.set_yscale("log")
     ax.set_xlabel("training step")
-    ax.set_ylabel(r"loss per pixel, $|\hat\varepsilon - \varepsilon|^2 / 784$")
+    ax.set_ylabel(rf"loss per pixel, $|\hat{{{sym}}} - {sym}|^2 / 784$")
     ax.legend(loc="center right")
     return ax
 
@@ -131,10 +134,13 @@ def plot_tweedie_rows(x0: torch.Tensor, x_t: torch.Tensor, x0_hat: torch.Tensor,
 
 
 def plot_loss_weightings(schedule, *, kappa: float = 5.0, ax=None):
-    """Three weightings of the eps loss over t = 2..T, each divided by its mean over t (only relative weights move
-    where a finite network's errors land): uniform (DDPM's "simple" loss), the ELBO's beta_t / (2 alpha_t (1 -
-    alpha_bar_{t-1})) (notebook 05's a_t^2 / (2 c_t) on the x^0 error, read on the eps error) and min-SNR,
-    min(1, kappa / SNR_t) with SNR_t = alpha_bar_t / (1 - alpha_bar_t), which the U-Net trains with. Returns the axes.
+    """Four losses as weights on the x^0 error |x0_hat - x^0|^2 over t = 2..T, each divided by its mean over t (only
+    relative weights move where a finite network's errors land); log scale. Every loss of the course is one of these,
+    whatever the network predicts (an eps error is sqrt(SNR_t) times the x^0 error, a v error sqrt(1 + SNR_t) times):
+    the ELBO's a_t^2 / (2 c_t) (notebook 05), the uniform eps loss (DDPM's "simple" loss, SNR_t), min-SNR
+    (min(SNR_t, kappa)) and the capped v loss (min(1 + SNR_t, kappa), ``weighting="v_min_snr"``, the U-Net's), with
+    SNR_t = alpha_bar_t / (1 - alpha_bar_t). The shaded band marks SNR_t < 1, where min-SNR's weight falls to 0 and
+    the capped v loss keeps it. Returns the axes.
     """
     import matplotlib.pyplot as plt
 
@@ -144,22 +150,30 @@ def plot_loss_weightings(schedule, *, kappa: float = 5.0, ax=None):
         _, ax = plt.subplots(figsize=(7.5, 4.2))
     t = torch.arange(2, schedule.T + 1)
     ab, ab_prev, alpha = schedule.alpha_bars[t], schedule.alpha_bars[t - 1], schedule.alphas[t]
-    elbo = (1 - alpha) / (2 * alpha * (1 - ab_prev))
-    if kappa == MIN_SNR_KAPPA:
-        min_snr = loss_weights(schedule, "eps", "min_snr")[t]
+    snr = ab / (1 - ab)
+    a_t = ab_prev.sqrt() * (1 - alpha) / (1 - ab)
+    c_t = (1 - ab_prev) * (1 - alpha) / (1 - ab)
+    if kappa == MIN_SNR_KAPPA:  # the library's weights (on the eps and v errors), read on the x^0 error
+        min_snr = loss_weights(schedule, "eps", "min_snr")[t] * snr
+        v_min_snr = loss_weights(schedule, "v", "v_min_snr")[t] * (1 + snr)
     else:
-        min_snr = (kappa * (1 - ab) / ab).clamp(max=1.0)
-    curves = {"uniform (DDPM's simple loss)": torch.ones_like(ab),
-              "ELBO: $\\beta_t / (2\\alpha_t(1-\\bar\\alpha_{t-1}))$": elbo,
-              f"min-SNR: $\\min(1, {kappa:g}/\\mathrm{{SNR}}_t)$ (the U-Net's)": min_snr}
-    colours = (COLORS["truth"], COLORS["encoder"], COLORS["model"])
-    for (name, w), colour in zip(curves.items(), colours, strict=True):
-        ax.plot(to_numpy(t), to_numpy(w / w.mean()), color=colour, lw=2, label=name)
+        min_snr, v_min_snr = snr.clamp(max=kappa), (1 + snr).clamp(max=kappa)
+    curves = {r"ELBO: $a_t^2 / (2 c_t)$": a_t**2 / (2 * c_t),
+              r"uniform $\varepsilon$ loss: $\mathrm{SNR}_t$": snr,
+              f"min-SNR: $\\min(\\mathrm{{SNR}}_t, {kappa:g})$": min_snr,
+              f"capped $v$ loss: $\\min(1 + \\mathrm{{SNR}}_t, {kappa:g})$ (the U-Net's)": v_min_snr}
+    colours = (COLORS["encoder"], COLORS["truth"], COLORS["data"], COLORS["model"])
+    styles = ("-", ":", "--", "-")
+    for (name, w), colour, ls in zip(curves.items(), colours, styles, strict=True):
+        ax.plot(to_numpy(t), to_numpy(w / w.mean()), color=colour, ls=ls, lw=2, label=name)
+    crossing = int(t[snr < 1][0]) if bool((snr < 1).any()) else schedule.T
+    ax.axvspan(crossing, schedule.T, color="0.9", zorder=0)
+    ax.text(crossing + 5, 0.93, r"$\mathrm{SNR}_t < 1$", transform=ax.get_xaxis_transform(), fontsize="small")
     ax.set_yscale("log")
     ax.set_xlabel("time step t")
-    ax.set_ylabel("weight on the eps error (divided by its mean)")
+    ax.set_ylabel(r"weight on $|\hat x^0 - x^0|^2$ (divided by its mean)")
     ax.set_title("where each loss puts the network's effort")
-    ax.legend(loc="lower right", fontsize="small")
+    ax.legend(loc="lower left", fontsize="small")
     return ax
 
 

@@ -66,6 +66,7 @@ __all__ = [
     "to_unit",
     "train_mnist_classifier",
     "train_mnist_denoiser",
+    "zero_prediction_loss",
 ]
 
 DENOISER_NAME = "mnist_denoiser"
@@ -83,7 +84,7 @@ def mnist_diffusion_config(*, fast: bool = False, conditional: bool = False) -> 
     """
     cfg = {"arch": "unet", "channels": [32, 64, 64], "emb_dim": 128, "embedding": "sin-cos of 1000 t / T",
            "target": "v", "weighting": "v_min_snr", "num_classes": None, "schedule": "cosine", "T": 500,
-           "data": "mnist-train in [-1, 1]", "train_limit": None, "steps": 12000, "batch_size": 128, "lr": 1e-3,
+           "data": "mnist-train in [-1, 1]", "train_limit": None, "steps": 10000, "batch_size": 128, "lr": 1e-3,
            "lr_schedule": "cosine", "grad_clip": 1.0, "ema_decay": 0.9995, "precision": "bf16", "seed": 0,
            "fast": False, "version": 3}
     if conditional:
@@ -161,6 +162,26 @@ def train_mnist_denoiser(model: UNet, config: dict, *, progress: bool = True,
                  ema_decay=config["ema_decay"], generator=gen, device=dev, progress=progress,
                  desc="MNIST U-Net")
     return training_meta(hist, model, curve="mse")
+
+
+def zero_prediction_loss(config: dict, x0: torch.Tensor | None = None) -> float:
+    """E |y|^2 / D for the U-Net's regression target y (``config["target"]``) with t ~ U{1..T}: the per-pixel loss of
+    predicting 0, where training starts. eps: 1. x0: m2 = E[(x^0)^2] per pixel. v = sqrt(ab) eps - sqrt(1 - ab) x^0:
+    the mean over t of ab_t + (1 - ab_t) m2 (eps independent of x^0, mean 0). x0: (n, 1, 28, 28) in [-1, 1]
+    (default: 10,000 training digits) gives m2.
+    """
+    target = config["target"]
+    if target == "eps":
+        return 1.0
+    if target not in ("x0", "v"):
+        raise ValueError(f"config['target']: expected 'eps', 'x0' or 'v', got {target!r}")
+    if x0 is None:
+        x0, _ = mnist_model_tensors("train", limit=10_000)
+    m2 = float(x0.double().pow(2).mean())
+    if target == "x0":
+        return m2
+    ab = mnist_schedule(config).alpha_bars[1:]
+    return float((ab + (1 - ab) * m2).mean())
 
 
 def load_or_train_mnist_denoiser(*, fast: bool = FAST, retrain: bool = False, dev: torch.device | str | None = None,

@@ -181,7 +181,8 @@ def sample(denoiser, schedule: NoiseSchedule, shape_or_n=None, *, target: str | 
     The one sampler: ``steps=None, eta=1`` is DDPM's ancestral sampler; ``steps=S, eta=0`` is DDIM.
     denoiser: callable (x_t (n, ...), t long (n,)) -> prediction of ``target``. schedule: the training schedule.
     shape_or_n: n (needs ``denoiser.dim`` or an ``ExactDenoiser``) or a shape (n, ...); may be None with x_T.
-    steps: number of steps S on the grid ``timesteps(T, S)`` (default T). eta: noise knob in [0, 1].
+    steps: number of steps S on the grid ``timesteps(T, S)`` (default T). eta: noise knob in [0, 1], or a function
+    ``eta(t)`` giving it for the step from t (e.g. ``lambda t: 1.0 if t > 250 else 0.0``: stochastic early, then DDIM).
     generator: a CPU ``torch.Generator`` for x^T and the noise. x_T: start from this x^T instead.
     clip_x0: clamp x0_hat to [-clip_x0, clip_x0] (DDPM's trick for images in [-1, 1]); None = no clipping.
     Returns x (n, ...), or ``SamplerPath(x, path, x0_pred, timesteps)`` when ``return_path``.
@@ -191,7 +192,8 @@ def sample(denoiser, schedule: NoiseSchedule, shape_or_n=None, *, target: str | 
     if not isinstance(schedule, NoiseSchedule):
         raise TypeError(f"schedule: expected a NoiseSchedule, got {describe(schedule)}")
     target = _resolve_target(denoiser, target)
-    eta = _check_eta(eta)
+    if not callable(eta):
+        eta = _check_eta(eta)
     if generator is not None and (not isinstance(generator, torch.Generator) or generator.device.type != "cpu"):
         raise TypeError(f"generator: expected a CPU torch.Generator or None, got {describe(generator)}")
     if clip_x0 is not None and (isinstance(clip_x0, bool) or not isinstance(clip_x0, numbers.Real) or clip_x0 <= 0):
@@ -216,7 +218,11 @@ def sample(denoiser, schedule: NoiseSchedule, shape_or_n=None, *, target: str | 
     n = x.shape[0]
 
     path, x0_path = [x], []
-    coef_a, coef_b, coef_c = _coefficient_table(schedule, ts, eta)
+    if callable(eta):  # eta(t) per step: the step from t uses eta(t)
+        rows = [_coefficient_table(schedule, ts[k:k + 2], _check_eta(eta(int(ts[k])))) for k in range(len(ts) - 1)]
+        coef_a, coef_b, coef_c = ([row[i][0] for row in rows] for i in range(3))
+    else:
+        coef_a, coef_b, coef_c = _coefficient_table(schedule, ts, eta)
     with threads_for(_module(denoiser)):  # the CPU threads that suit the network, restored afterwards
         for k in range(len(ts) - 1):
             t = int(ts[k])

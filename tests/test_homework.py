@@ -1,6 +1,6 @@
 """The student version: solution stubs, hidden tests, the "finish exercise N first" guard, slide metadata (in the
-master notebooks too, and RISE installed to show it), and the build of the real course notebooks (no solution text
-left; each runs top to bottom in FAST mode and asks for every exercise)."""
+master notebooks too, and jupyterlab-slideshow installed to show it), and the build of the real course notebooks
+(no solution text left; each runs top to bottom in FAST mode and asks for every exercise)."""
 
 from __future__ import annotations
 
@@ -143,26 +143,19 @@ def test_master_notebooks_have_slide_metadata(path: Path):
     assert add_slide_metadata(nbformat.read(path, as_version=4)) == nb  # the command would change nothing
 
 
-def test_rise_is_installed_for_jupyterlab():
-    """The ``jupyter`` extra's jupyterlab-rise: its lab extension is where JupyterLab loads extensions from and its
-    server extension is enabled (what ``jupyter labextension list`` and ``jupyter server extension list`` read)."""
+def test_slideshow_is_installed_for_jupyterlab():
+    """The ``jupyter`` extra's jupyterlab-slideshow (the lecture mode of ``python -m course_lib lecture``): its lab
+    extension is where JupyterLab loads extensions from (what ``jupyter labextension list`` reads)."""
     pytest.importorskip("jupyterlab", reason="the jupyter extra is not installed")
-    import json
-
-    from jupyter_core.paths import jupyter_config_path, jupyter_path
+    from jupyter_core.paths import jupyter_path
     from jupyterlab_server.config import get_federated_extensions
 
     try:
-        import jupyterlab_rise as rise
+        import jupyterlab_slideshow
     except ImportError:
-        pytest.fail("jupyterlab-rise is not installed: pip install -e '.[jupyter]' (make setup) installs it")
-    assert "jupyterlab-rise" in get_federated_extensions(jupyter_path("labextensions"))
-    assert [p["module"] for p in rise._jupyter_server_extension_points()] == ["jupyterlab_rise"]
-    enabled = {}
-    for d in reversed(jupyter_config_path()):
-        for f in sorted(Path(d, "jupyter_server_config.d").glob("*.json")):
-            enabled.update(json.loads(f.read_text()).get("ServerApp", {}).get("jpserver_extensions", {}))
-    assert enabled.get("jupyterlab_rise") is True
+        pytest.fail("jupyterlab-slideshow is not installed: pip install -e '.[jupyter]' (make setup) installs it")
+    assert [p["dest"] for p in jupyterlab_slideshow._jupyter_labextension_paths()] == ["jupyterlab-slideshow"]
+    assert "jupyterlab-slideshow" in get_federated_extensions(jupyter_path("labextensions"))
 
 
 def test_stubs_match_nbgrader():

@@ -38,15 +38,18 @@ def ks_p(mixture, x) -> float:
 def reference_sampler(mixture, schedule, n, generator, *, steps=None, eta=1.0, mistake=None):
     """The sampler written from the papers, in NumPy, drawing noise in the library's order (x^T, then one z
     per step that adds noise). DDPM for s = t - 1 with eta = 1 (the lecture's a_t, b_t, c_t), else DDIM's
-    x^s = sqrt(ab_s) x0_hat + sqrt(1 - ab_s - sigma^2) eps_hat + sigma z. ``mistake`` breaks it on purpose."""
+    x^s = sqrt(ab_s) x0_hat + sqrt(1 - ab_s - sigma^2) eps_hat + sigma z. ``eta``: a number or a function of the
+    step's t. ``mistake`` breaks it on purpose."""
     T, d = schedule.T, mixture.d
     ab, al = schedule.alpha_bars.numpy(), schedule.alphas.numpy()
     steps = steps or T
     ts = [int(round(T - k * T / steps)) for k in range(steps + 1)]
     x = torch.randn(n, d, generator=generator, dtype=torch.float64).numpy()
+    eta_of = eta if callable(eta) else (lambda t: eta)
     for t, s in zip(ts[:-1], ts[1:], strict=True):
         x0 = mixture.posterior_mean(x, ab[t]).numpy()
-        if s == t - 1 and eta == 1.0:
+        e = eta_of(t)
+        if s == t - 1 and e == 1.0:
             a = math.sqrt(ab[t - 1]) * (1 - al[t]) / (1 - ab[t])
             b = math.sqrt(al[t]) * (1 - ab[t - 1]) / (1 - ab[t])
             c = (1 - ab[t - 1]) * (1 - al[t]) / (1 - ab[t])
@@ -55,7 +58,7 @@ def reference_sampler(mixture, schedule, n, generator, *, steps=None, eta=1.0, m
                 b = math.sqrt(al[t]) * (1 - al[t - 1]) / (1 - al[t])
             mean = a * x0 + b * x
         else:
-            sigma2 = eta**2 * (1 - ab[s]) / (1 - ab[t]) * (1 - ab[t] / ab[s])
+            sigma2 = e**2 * (1 - ab[s]) / (1 - ab[t]) * (1 - ab[t] / ab[s])
             eps_hat = (x - math.sqrt(ab[t]) * x0) / math.sqrt(1 - ab[t])
             mean = math.sqrt(ab[s]) * x0 + math.sqrt(max(1 - ab[s] - sigma2, 0.0)) * eps_hat
             c = sigma2
@@ -118,7 +121,16 @@ def test_last_step_returns_the_prediction_without_noise():
 
 
 # ---------------------------------------------------------------------------------------------- against the reference
-@pytest.mark.parametrize("steps,eta", [(None, 1.0), (50, 0.0), (50, 0.5), (50, 1.0)])
+def _stochastic_early(t):
+    return 1.0 if t > 120 else 0.0
+
+
+def _deterministic_early(t):
+    return 0.0 if t > 120 else 0.5
+
+
+@pytest.mark.parametrize("steps,eta", [(None, 1.0), (50, 0.0), (50, 0.5), (50, 1.0), (50, _stochastic_early),
+                                       (None, _stochastic_early), (50, _deterministic_early)])
 def test_sampler_equals_the_numpy_reference_given_the_same_noise(steps, eta):
     mix = named_mixture("anisotropic_2d")
     den = ExactDenoiser(mix, SHORT, "eps")
@@ -284,6 +296,7 @@ def _bad_calls():
         (lambda: sample(den, SCHED, 4, target="noise"), ValueError, "target"),
         (lambda: sample(den, SCHED, 4, eta=1.5), ValueError, "eta"),
         (lambda: sample(den, SCHED, 4, eta="big"), TypeError, "eta"),
+        (lambda: sample(den, SCHED, 4, steps=5, eta=lambda t: 2.0), ValueError, "eta"),
         (lambda: sample(den, SCHED, 4, steps=2000), ValueError, "steps"),
         (lambda: sample(den, SCHED, 4, steps=0), ValueError, "steps"),
         (lambda: sample(lambda x, t: x, SCHED, 4, target="eps"), ValueError, "shape_or_n"),
