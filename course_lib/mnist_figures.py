@@ -190,7 +190,7 @@ def plot_time_embedding(T: int, dim: int, ax=None):
     im = ax.imshow(to_numpy(emb), aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest",
                    extent=(-0.5, dim - 0.5, T + 0.5, 0.5))
     ax.axvline(dim / 2 - 0.5, color="k", lw=1)
-    ax.set_xlabel(r"embedding coordinate (left half: $\sin(u\,\omega_k)$, right half: $\cos(u\,\omega_k)$)")
+    ax.set_xlabel(r"embedding coordinate (left half: $\sin(u\,\omega_i)$, right half: $\cos(u\,\omega_i)$)")
     ax.set_ylabel("time step t")
     ax.set_title(f"sinusoidal time embedding, $u = 1000\\,t/T$ with T = {T}: every t gets its own pattern")
     ax.figure.colorbar(im, ax=ax, label="value")

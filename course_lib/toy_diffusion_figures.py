@@ -9,7 +9,8 @@ Numbers first (tested headlessly against brute force and simulation):
   when x and y come from one law (``null_variance``), where the jackknife alone is erratic.
 - ``sample_scores`` / ``quality_row`` / ``sampler_quality_rows``: the table's numbers per sample set, each with its
   standard error; ``quality_difference`` / ``noise_comparisons``: differences between rows with the standard error
-  of the difference (paired when two rows start from the same x^T); ``quality_markdown``, ``comparison_markdown``.
+  of the difference (paired when two rows start from the same x^T); ``quality_markdown``, ``comparison_markdown``;
+  ``comparison_sentences``: the same differences in words, generated from the numbers (the notebook's conclusions).
 
 Figures (each returns the matplotlib figure; 2-D points are rows of an (n, 2) tensor):
 - ``plot_toy_data``: the data sets side by side, the exact mixture density in black on the first;
@@ -38,6 +39,7 @@ __all__ = [
     "TARGET_COLORS",
     "EnergyJackknife",
     "comparison_markdown",
+    "comparison_sentences",
     "density_contours",
     "energy_distance_jackknife",
     "jackknife_se",
@@ -332,7 +334,8 @@ def noise_comparisons(rows: list[dict], *, baseline: str = "DDPM, 1000 steps", t
 
     For each denoiser: its ``baseline`` row against the ``truth`` row (the row whose "denoiser" is ``truth``), and each
     other sampler's row against its ``baseline`` (paired: same x^T). Returns rows with "comparison", "key" -> (d, se),
-    "within" -> {key: bool} for key "log_prob" (when present) and "energy".
+    "within" -> {key: bool} for key "log_prob" (when present) and "energy", and the parts of the comparison's name:
+    "denoiser", "sampler" (the first row's) and "against" (``baseline`` or ``truth``).
     """
     if not isinstance(rows, list) or not rows:
         raise TypeError(f"rows: expected a non-empty list of rows of quality_row, got {describe(rows)}")
@@ -346,14 +349,15 @@ def noise_comparisons(rows: list[dict], *, baseline: str = "DDPM, 1000 steps", t
         if base is None:
             continue
         if truth_rows:
-            pairs.append((f"{den}, {baseline} − {truth}", base, truth_rows[0]))
-        pairs += [(f"{den}, {s} − {baseline}", r, base) for (d, s), r in by.items() if d == den and s != baseline]
+            pairs.append((den, baseline, truth, base, truth_rows[0]))
+        pairs += [(den, s, baseline, r, base) for (d, s), r in by.items() if d == den and s != baseline]
     if not pairs:
         raise ValueError(f"rows: no row has the baseline sampler {baseline!r}; samplers: "
                          f"{sorted({s for _, s in by})}")
     out = []
-    for name, a, b in pairs:
-        row = {"comparison": name, "within": {}}
+    for den, sampler, against, a, b in pairs:
+        row = {"comparison": f"{den}, {sampler} − {against}", "denoiser": den, "sampler": sampler, "against": against,
+               "within": {}}
         for key in _KEYS:
             if key in a and key in b:
                 d, se, paired = quality_difference(a, b, key)
@@ -380,6 +384,55 @@ def comparison_markdown(comparisons: list[dict], formats: dict[str, str] | None 
     columns = {"comparison": "difference (rows of the table above)", "log_prob": "in mean log p",
                "energy": "in energy distance"}
     return markdown_table(shown, columns) + f"\n\n≈: within noise, |difference| ≤ {z:g} s.e."
+
+
+_WORDS = {"log_prob": ("mean log p", "higher", "lower"), "energy": ("energy distance", "larger", "smaller")}
+
+
+def _strength(d: float, se: float, z: float, clear: float) -> str:
+    if se == 0.0:
+        return "identical" if d == 0.0 else "different (standard error 0)"
+    r = abs(d) / se
+    if r <= z:
+        return "within noise"
+    return f"by {r:.1f} s.e. (weak evidence)" if r <= clear else f"by {r:.1f} s.e. (clear)"
+
+
+def comparison_sentences(comparisons: list[dict], z: float = 2.0, clear: float = 3.0) -> str:
+    """``noise_comparisons`` in words, one markdown bullet per denoiser, generated from the numbers.
+
+    Each difference is "within noise" (|d| <= ``z`` s.e.), "higher/lower by r s.e. (weak evidence)" (up to ``clear``
+    s.e.) or "higher/lower by r s.e. (clear)"; a last line counts the differences beyond
+    ``z`` and ``clear`` s.e. next to the number expected beyond ``z`` by chance alone when every true difference is 0
+    (each |d| / s.e. about a standard normal draw).
+    """
+    if not isinstance(comparisons, list) or not comparisons or not all(
+            isinstance(c, dict) and "denoiser" in c for c in comparisons):
+        raise TypeError(f"comparisons: expected the non-empty list of noise_comparisons, got {describe(comparisons)}")
+    if not (isinstance(z, numbers.Real) and isinstance(clear, numbers.Real) and 0 < z <= clear):
+        raise ValueError(f"z and clear: expected numbers with 0 < z <= clear, got {describe(z)} and {describe(clear)}")
+    bullets, n, beyond, beyond_clear = {}, 0, 0, 0
+    for c in comparisons:
+        parts = []
+        for key, (name, up, down) in _WORDS.items():
+            if key not in c:
+                continue
+            d, se = c[key]
+            strength = _strength(d, se, z, clear)
+            n += 1
+            if strength != "within noise" and se > 0:
+                beyond += 1
+                beyond_clear += abs(d) / se > clear
+            if strength.startswith("by"):
+                strength = f"{up if d > 0 else down} {strength}"
+            parts.append(f"{name} {strength}")
+        against = "fresh data" if c["against"].strip("*") == "fresh data" else c["against"]
+        bullets.setdefault(c["denoiser"], []).append(f"{c['sampler']} against {against}: {'; '.join(parts)}")
+    lines = [f"- **{den}**: " + ". ".join(s) + "." for den, s in bullets.items()]
+    chance = n * math.erfc(z / math.sqrt(2))
+    lines.append(f"\n{beyond} of these {n} differences exceed {z:g} s.e. ({beyond_clear} exceed {clear:g}); if every "
+                 f"true difference were 0, about {chance:.1f} would exceed {z:g} s.e. by chance alone.")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------- panel helpers

@@ -80,24 +80,24 @@ def test_checks_explain_unfinished_and_uncalled_functions():
 
 
 # ---------------------------------------------------------------------------------------------- ancestral step
-def ancestral_ok(x_t, eps_hat, t, schedule, z):
+def ancestral_ok(x_t, eps_hat, t, schedule, xi):
     ab = schedule.alpha_bars[t]
     x0_hat = (x_t - torch.sqrt(1 - ab) * eps_hat) / torch.sqrt(ab)
     a, b, c = schedule.posterior_coefficients(t)
-    return a * x0_hat + b * x_t + torch.sqrt(c) * z
+    return a * x0_hat + b * x_t + torch.sqrt(c) * xi
 
 
-def ancestral_written_out(x_t, eps_hat, t, schedule, z):
+def ancestral_written_out(x_t, eps_hat, t, schedule, xi):
     al, ab, ab_prev = schedule.alphas[t], schedule.alpha_bars[t], schedule.alpha_bars[t - 1]
     x0_hat = (x_t - math.sqrt(1 - ab) * eps_hat) / math.sqrt(ab)
     a = math.sqrt(ab_prev) * (1 - al) / (1 - ab)
     b = math.sqrt(al) * (1 - ab_prev) / (1 - ab)
     c = (1 - ab_prev) * (1 - al) / (1 - ab)
-    return a * x0_hat + b * x_t + math.sqrt(c) * z
+    return a * x0_hat + b * x_t + math.sqrt(c) * xi
 
 
 def _ancestral(*, noise="sqrt_c", x0="ok", swap=False, last_noise=False):
-    def fn(x_t, eps_hat, t, schedule, z):
+    def fn(x_t, eps_hat, t, schedule, xi):
         ab, al = schedule.alpha_bars[t], schedule.alphas[t]
         if x0 == "alpha":
             x0_hat = (x_t - (1 - al).sqrt() * eps_hat) / al.sqrt()
@@ -113,13 +113,13 @@ def _ancestral(*, noise="sqrt_c", x0="ok", swap=False, last_noise=False):
         sd = {"sqrt_c": c.sqrt(), "c": c, "none": 0.0, "beta": schedule.betas[t].sqrt()}[noise]
         if last_noise and t == 1:
             sd = 0.01
-        return a * x0_hat + b * x_t + sd * z
+        return a * x0_hat + b * x_t + sd * xi
     return fn
 
 
 ANCESTRAL_MISTAKES = {
-    "forgot the noise term sqrt(c_t) z": _ancestral(noise="none"),
-    "you added c_t z": _ancestral(noise="c"),
+    "forgot the noise term sqrt(c_t) xi": _ancestral(noise="none"),
+    "you added c_t xi": _ancestral(noise="c"),
     "beta_t as the variance": _ancestral(noise="beta"),
     "alpha_t (schedule.alphas[t]) where alpha_bar_t belongs in x0_hat": _ancestral(x0="alpha"),
     "sign error in x0_hat": _ancestral(x0="sign"),
@@ -142,22 +142,22 @@ def test_ancestral_step_names_each_mistake(hint):
 
 def test_ancestral_step_with_beta_noise_at_t_1_is_called_noise_at_the_last_step():
     # DDPM's sigma_t^2 = beta_t adds noise at t = 1 too: at t = 150 the check names beta_t, at t = 1 the last step
-    def beta_only_at_end(x_t, eps_hat, t, schedule, z):
-        out = ancestral_ok(x_t, eps_hat, t, schedule, z)
-        return out + (schedule.betas[1].sqrt() * z if t == 1 else 0.0)
+    def beta_only_at_end(x_t, eps_hat, t, schedule, xi):
+        out = ancestral_ok(x_t, eps_hat, t, schedule, xi)
+        return out + (schedule.betas[1].sqrt() * xi if t == 1 else 0.0)
     _raises(check_ancestral_step, beta_only_at_end, "added noise at the last step")
 
 
 # ---------------------------------------------------------------------------------------------- DDIM step
-def ddim_ok(x_t, x0_hat, t, s, schedule, eta, z):
+def ddim_ok(x_t, x0_hat, t, s, schedule, eta, xi):
     ab_t, ab_s = schedule.alpha_bars[t], schedule.alpha_bars[s]
     sigma2 = eta**2 * (1 - ab_s) / (1 - ab_t) * (1 - ab_t / ab_s)
     eps_hat = (x_t - ab_t.sqrt() * x0_hat) / (1 - ab_t).sqrt()
-    return ab_s.sqrt() * x0_hat + (1 - ab_s - sigma2).sqrt() * eps_hat + sigma2.sqrt() * z
+    return ab_s.sqrt() * x0_hat + (1 - ab_s - sigma2).sqrt() * eps_hat + sigma2.sqrt() * xi
 
 
 def _ddim(*, noise=True, eta_power=2, subtract=True, sd=True, bar=True, sign=1.0, return_x0=False):
-    def fn(x_t, x0_hat, t, s, schedule, eta, z):
+    def fn(x_t, x0_hat, t, s, schedule, eta, xi):
         A = schedule.alpha_bars if bar else schedule.alphas
         ab_t, ab_s = A[t], A[s]
         sigma2 = eta**eta_power * (1 - ab_s) / (1 - ab_t) * (1 - ab_t / ab_s)
@@ -167,16 +167,16 @@ def _ddim(*, noise=True, eta_power=2, subtract=True, sd=True, bar=True, sign=1.0
         direction = (1 - ab_s - (sigma2 if subtract else 0.0)).clamp(min=0).sqrt()
         out = ab_s.sqrt() * x0_hat + direction * eps_hat
         if noise:
-            out = out + (sigma2.sqrt() if sd else sigma2) * z
+            out = out + (sigma2.sqrt() if sd else sigma2) * xi
         return out
     return fn
 
 
 DDIM_MISTAKES = {
-    "forgot the noise term sigma z": _ddim(noise=False),
+    "forgot the noise term sigma xi": _ddim(noise=False),
     "you used eta where eta^2 belongs": _ddim(eta_power=1),
     "you forgot to subtract sigma^2": _ddim(subtract=False),
-    "you added sigma^2 z": _ddim(sd=False),
+    "you added sigma^2 xi": _ddim(sd=False),
     "alpha_t and alpha_s (schedule.alphas)": _ddim(bar=False),
     "sign error in eps_hat": _ddim(sign=-1.0),
     "you returned x0_hat": _ddim(return_x0=True),
@@ -205,16 +205,16 @@ def test_the_accepted_steps_are_the_library_samplers():
     g = torch.Generator().manual_seed(3)
     x = torch.randn(6, 1, generator=g, dtype=torch.float64)
     for t in range(s.T, 0, -1):
-        z = torch.randn(6, 1, generator=g, dtype=torch.float64) if t > 1 else torch.zeros(6, 1, dtype=torch.float64)
-        x = ancestral_ok(x, den(x, torch.full((6,), t)), t, s, z)
+        xi = torch.randn(6, 1, generator=g, dtype=torch.float64) if t > 1 else torch.zeros(6, 1, dtype=torch.float64)
+        x = ancestral_ok(x, den(x, torch.full((6,), t)), t, s, xi)
     torch.testing.assert_close(x, ancestral_sample(den, s, 6, generator=torch.Generator().manual_seed(3)))
 
     g = torch.Generator().manual_seed(4)
     x = torch.randn(6, 1, generator=g, dtype=torch.float64)
     ts = timesteps(s.T, 8).tolist()
     for t, u in zip(ts[:-1], ts[1:], strict=True):
-        z = torch.randn(6, 1, generator=g, dtype=torch.float64) if u > 0 else torch.zeros(6, 1, dtype=torch.float64)
-        x = ddim_ok(x, mix.posterior_mean(x, s.alpha_bars[t]), t, u, s, 0.3, z)
+        xi = torch.randn(6, 1, generator=g, dtype=torch.float64) if u > 0 else torch.zeros(6, 1, dtype=torch.float64)
+        x = ddim_ok(x, mix.posterior_mean(x, s.alpha_bars[t]), t, u, s, 0.3, xi)
     torch.testing.assert_close(x, ddim_sample(den, s, 6, steps=8, eta=0.3, generator=torch.Generator().manual_seed(4)))
 
 

@@ -25,6 +25,7 @@ from course_lib.metrics import energy_distance  # noqa: E402
 from course_lib.samplers import ancestral_sample, ddim_sample, sample  # noqa: E402
 from course_lib.toy_diffusion_figures import (  # noqa: E402
     comparison_markdown,
+    comparison_sentences,
     energy_distance_jackknife,
     jackknife_se,
     noise_comparisons,
@@ -395,3 +396,27 @@ def test_plot_denoising_path_and_sample_paths():
     assert _texts(fig) == ["start $x^T$", "sample $x^0$", "exact density"]
     with pytest.raises(ValueError, match=r"paths\['bad'\]: expected a path of shape \(S \+ 1, n, 2\)"):
         plot_sample_paths({"bad": torch.zeros(3, 4)})
+
+
+def test_comparison_sentences_follow_the_numbers():
+    mix = named_mixture("eight_gaussians_2d")
+    ref = mix.sample(300, generator=torch.Generator().manual_seed(1))
+    x = mix.sample(200, generator=torch.Generator().manual_seed(0))
+    rows = [quality_row("perfect", "DDPM", x, ref, mix, seed=0),
+            quality_row("perfect", "squeezed", 0.8 * x, ref, mix, seed=0),
+            quality_row("*fresh data*", "(the truth)", mix.sample(200, generator=torch.Generator().manual_seed(2)),
+                        ref, mix)]
+    comps = noise_comparisons(rows, baseline="DDPM")
+    assert [(c["denoiser"], c["sampler"], c["against"]) for c in comps] == [
+        ("perfect", "DDPM", "*fresh data*"), ("perfect", "squeezed", "DDPM")]
+    text = comparison_sentences(comps)
+    assert text.startswith("- **perfect**: DDPM against fresh data: mean log p within noise; "
+                           "energy distance within noise.")
+    d, se = comps[1]["log_prob"]
+    assert f"squeezed against DDPM: mean log p lower by {abs(d) / se:.1f} s.e. (clear)" in text
+    assert "energy distance larger by" in text
+    assert "2 of these 4 differences exceed 2 s.e. (2 exceed 3)" in text and "about 0.2 would exceed" in text
+    with pytest.raises(TypeError, match="comparisons"):
+        comparison_sentences([])
+    with pytest.raises(ValueError, match="z and clear"):
+        comparison_sentences(comps, z=3.0, clear=2.0)

@@ -2,16 +2,16 @@
 
 Each ``check_...(fn)`` calls the student's function on a few cases (the notebook's cosine schedule, T = 1000),
 prints one success line, or raises ``ExerciseError`` naming the likely mistake: alpha_t where alpha_bar_t
-belongs, a missing square root, a sign error, a forgotten noise term sqrt(c_t) z, noise added at the last
+belongs, a missing square root, a sign error, a forgotten noise term sqrt(c_t) xi, noise added at the last
 step, a loss averaged over the wrong axis, ...
 
 The student functions:
 - ``eps_loss(model, x0, t, noise, schedule)``        mean over the batch of |model(x^t, t) - eps|^2 (summed over
   coordinates), x^t = sqrt(alpha_bar_t) x^0 + sqrt(1 - alpha_bar_t) eps, one step per row (t of shape (n,))
-- ``ancestral_step(x_t, eps_hat, t, schedule, z)``   x^{t-1} = a_t x0_hat + b_t x^t + sqrt(c_t) z, with x0_hat
+- ``ancestral_step(x_t, eps_hat, t, schedule, xi)``   x^{t-1} = a_t x0_hat + b_t x^t + sqrt(c_t) xi, with x0_hat
   from eps_hat, for one integer step t
-- ``ddim_step(x_t, x0_hat, t, s, schedule, eta, z)`` x^s = sqrt(ab_s) x0_hat + sqrt(1 - ab_s - sigma^2) eps_hat
-  + sigma z, sigma^2 = eta^2 (1 - ab_s)/(1 - ab_t) (1 - ab_t/ab_s), eps_hat = (x^t - sqrt(ab_t) x0_hat)/sqrt(1 - ab_t)
+- ``ddim_step(x_t, x0_hat, t, s, schedule, eta, xi)`` x^s = sqrt(ab_s) x0_hat + sqrt(1 - ab_s - sigma^2) eps_hat
+  + sigma xi, sigma^2 = eta^2 (1 - ab_s)/(1 - ab_t) (1 - ab_t/ab_s), eps_hat = (x^t - sqrt(ab_t) x0_hat)/sqrt(1 - ab_t)
 
 The step checks also run the student's step as a whole sampler and compare it with ``course_lib.samplers``.
 """
@@ -123,24 +123,24 @@ def check_eps_loss(fn) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- exercise 2
-def _ancestral_want(s, x_t, eps, t, z):
+def _ancestral_want(s, x_t, eps, t, xi):
     ab = s.alpha_bars[t]
     x0 = (x_t - (1 - ab).sqrt() * eps) / ab.sqrt()
     a, b, c = s.posterior_coefficients(t)
-    return x0, a, b, c, a * x0 + b * x_t + c.sqrt() * z
+    return x0, a, b, c, a * x0 + b * x_t + c.sqrt() * xi
 
 
 def check_ancestral_step(fn) -> bool:
-    """Exercise: ``fn(x_t, eps_hat, t, schedule, z)`` -> x^{t-1} = a_t x0_hat + b_t x^t + sqrt(c_t) z.
+    """Exercise: ``fn(x_t, eps_hat, t, schedule, xi)`` -> x^{t-1} = a_t x0_hat + b_t x^t + sqrt(c_t) xi.
 
     Checked at t = 150, 600 and at the last step t = 1 (where c_1 = 0: no noise), then iterated from
     t = T to 1 with the exact denoiser of a mixture: it must reproduce ``course_lib.samplers.ancestral_sample``.
     """
     s = _schedule()
     for t in (150, 600, 1):
-        x_t, eps, z = _randn((5, 2), t), _randn((5, 2), t + 1), _randn((5, 2), t + 2)
+        x_t, eps, xi = _randn((5, 2), t), _randn((5, 2), t + 1), _randn((5, 2), t + 2)
         ab, al, beta = s.alpha_bars[t], s.alphas[t], s.betas[t]
-        x0, a, b, c, want = _ancestral_want(s, x_t, eps, t, z)
+        x0, a, b, c, want = _ancestral_want(s, x_t, eps, t, xi)
         mean = a * x0 + b * x_t
         x0_al = (x_t - (1 - al).sqrt() * eps) / al.sqrt()
         x0_sign = (x_t + (1 - ab).sqrt() * eps) / ab.sqrt()
@@ -149,62 +149,62 @@ def check_ancestral_step(fn) -> bool:
         abc_al = (al_p.sqrt() * (1 - al) / (1 - al), al.sqrt() * (1 - al_p) / (1 - al),
                   (1 - al_p) * (1 - al) / (1 - al))
         what = f"ancestral_step at t = {t}"
-        got = _call(fn, what, x_t.clone(), eps.clone(), t, s, z.clone())
+        got = _call(fn, what, x_t.clone(), eps.clone(), t, s, xi.clone())
         mistakes = {
-            "you forgot the noise term sqrt(c_t) z": mean,
-            "you added c_t z; the noise's standard deviation is sqrt(c_t)": mean + c * z,
+            "you forgot the noise term sqrt(c_t) xi": mean,
+            "you added c_t xi; the noise's standard deviation is sqrt(c_t)": mean + c * xi,
             "you used beta_t as the variance (DDPM's other choice, sigma_t^2 = beta_t); use the posterior variance "
-            "c_t, which is 0 at t = 1": mean + beta.sqrt() * z,
+            "c_t, which is 0 at t = 1": mean + beta.sqrt() * xi,
             "you used alpha_t (schedule.alphas[t]) where alpha_bar_t belongs in x0_hat":
-                a * x0_al + b * x_t + c.sqrt() * z,
+                a * x0_al + b * x_t + c.sqrt() * xi,
             "sign error in x0_hat = (x^t - sqrt(1 - alpha_bar_t) eps_hat) / sqrt(alpha_bar_t)":
-                a * x0_sign + b * x_t + c.sqrt() * z,
+                a * x0_sign + b * x_t + c.sqrt() * xi,
             "you plugged eps_hat where x0_hat belongs: convert the prediction to x0_hat first":
-                a * eps + b * x_t + c.sqrt() * z,
-            "you swapped a_t and b_t: a_t multiplies x0_hat, b_t multiplies x^t": b * x0 + a * x_t + c.sqrt() * z,
+                a * eps + b * x_t + c.sqrt() * xi,
+            "you swapped a_t and b_t: a_t multiplies x0_hat, b_t multiplies x^t": b * x0 + a * x_t + c.sqrt() * xi,
             "you forgot the square root on alpha_bar_t in x0_hat": (x_t - (1 - ab).sqrt() * eps) / ab * a
-                + b * x_t + c.sqrt() * z,
+                + b * x_t + c.sqrt() * xi,
             "you used alpha_t where alpha_bar belongs in a_t, b_t, c_t (alpha_bar_{t-1} and alpha_bar_t)":
-                abc_al[0] * x0 + abc_al[1] * x_t + abc_al[2].sqrt() * z,
+                abc_al[0] * x0 + abc_al[1] * x_t + abc_al[2].sqrt() * xi,
             "you used alpha_bar_t where alpha_bar_{t-1} belongs in a_t": ab.sqrt() * (1 - al) / (1 - ab) * x0
-                + b * x_t + c.sqrt() * z,
+                + b * x_t + c.sqrt() * xi,
         }
         if t == 1:
             mistakes = {"you added noise at the last step: at t = 1, c_1 = 0 (alpha_bar_0 = 1), so x^0 = x0_hat"
                         if k.startswith("you used beta_t") else k: v for k, v in mistakes.items()}
-        _diagnose_with_noise(got, want, z, what, mistakes, last=(t == 1))
-    _iterate_check(lambda x, e, t, sch, zz: fn(x, e, t, sch, zz), "ancestral_step", eta=1.0)
-    return passed("ancestral_step is DDPM's x^{t-1} = a_t x0_hat + b_t x^t + sqrt(c_t) z, and iterated from T to 1 "
+        _diagnose_with_noise(got, want, xi, what, mistakes, last=(t == 1))
+    _iterate_check(lambda x, e, t, sch, noise: fn(x, e, t, sch, noise), "ancestral_step", eta=1.0)
+    return passed("ancestral_step is DDPM's x^{t-1} = a_t x0_hat + b_t x^t + sqrt(c_t) xi, and iterated from T to 1 "
                   "it is course_lib.samplers.ancestral_sample")
 
 
-def _diagnose_with_noise(got, want, z, what, mistakes, *, last: bool):
-    """``diagnose``, plus: at the last step, any multiple of z added to the right answer is named."""
+def _diagnose_with_noise(got, want, xi, what, mistakes, *, last: bool):
+    """``diagnose``, plus: at the last step, any multiple of xi added to the right answer is named."""
     try:
         diagnose(got, want, what=what, mistakes=mistakes, **_TOL)
     except ExerciseError:
         if last and isinstance(got, torch.Tensor) and got.shape == want.shape:
             r = got.detach().to(torch.float64) - want
-            k = float((r * z).sum() / (z * z).sum())
-            if abs(k) > 1e-8 and torch.allclose(r, k * z, rtol=1e-4, atol=1e-7):
-                raise ExerciseError(f"{what}: not yet right — you added noise at the last step ({k:.3g} z): at t = 1 "
+            k = float((r * xi).sum() / (xi * xi).sum())
+            if abs(k) > 1e-8 and torch.allclose(r, k * xi, rtol=1e-4, atol=1e-7):
+                raise ExerciseError(f"{what}: not yet right — you added noise at the last step ({k:.3g} xi): at t = 1 "
                                     "there is no noise, c_1 = 0 because alpha_bar_0 = 1, and x^0 = x0_hat") from None
         raise
 
 
 # ---------------------------------------------------------------------------------------------- exercise 3
-def _ddim_want(s, x_t, x0, t, u, eta, z, *, bar=True, eta_power=2, subtract=True, sd_noise=True, sign=1.0):
+def _ddim_want(s, x_t, x0, t, u, eta, xi, *, bar=True, eta_power=2, subtract=True, sd_noise=True, sign=1.0):
     A = s.alpha_bars if bar else s.alphas
     ab_t, ab_s = A[t], A[u]
     sigma2 = eta**eta_power * (1 - ab_s) / (1 - ab_t) * (1 - ab_t / ab_s)
     eps = (x_t - sign * ab_t.sqrt() * x0) / (1 - ab_t).sqrt()
     direction = (1 - ab_s - (sigma2 if subtract else 0)).clamp(min=0).sqrt()
     noise = sigma2.sqrt() if sd_noise else sigma2
-    return ab_s.sqrt() * x0 + direction * eps + noise * z
+    return ab_s.sqrt() * x0 + direction * eps + noise * xi
 
 
 def check_ddim_step(fn) -> bool:
-    """Exercise: ``fn(x_t, x0_hat, t, s, schedule, eta, z)`` -> DDIM's x^s (Song et al. 2021, eq. 12).
+    """Exercise: ``fn(x_t, x0_hat, t, s, schedule, eta, xi)`` -> DDIM's x^s (Song et al. 2021, eq. 12).
 
     Checked for eta = 0 (deterministic), 0.5 and 1, for a jump t -> s and for s = t - 1 with eta = 1 (which
     must be the ancestral step), then iterated on a 10-step grid against ``course_lib.samplers.ddim_sample``.
@@ -213,26 +213,26 @@ def check_ddim_step(fn) -> bool:
     cases = [(600, 400, 0.0), (600, 400, 0.5), (600, 400, 1.0), (151, 150, 1.0), (150, 0, 0.5)]
     for t, u, eta in cases:
         seed = 10 * t + u
-        x_t, x0, z = _randn((5, 2), seed), _randn((5, 2), seed + 1), _randn((5, 2), seed + 2)
-        want = _ddim_want(s, x_t, x0, t, u, eta, z)
+        x_t, x0, xi = _randn((5, 2), seed), _randn((5, 2), seed + 1), _randn((5, 2), seed + 2)
+        want = _ddim_want(s, x_t, x0, t, u, eta, xi)
         what = f"ddim_step from t = {t} to s = {u} with eta = {eta}"
-        got = _call(fn, what, x_t.clone(), x0.clone(), t, u, s, eta, z.clone())
+        got = _call(fn, what, x_t.clone(), x0.clone(), t, u, s, eta, xi.clone())
         mistakes = {
-            "you forgot the noise term sigma z": _ddim_want(s, x_t, x0, t, u, eta, 0 * z),
+            "you forgot the noise term sigma xi": _ddim_want(s, x_t, x0, t, u, eta, 0 * xi),
             "you used eta where eta^2 belongs in sigma^2 = eta^2 (1 - ab_s)/(1 - ab_t) (1 - ab_t/ab_s)":
-                _ddim_want(s, x_t, x0, t, u, eta, z, eta_power=1),
+                _ddim_want(s, x_t, x0, t, u, eta, xi, eta_power=1),
             "the direction term is sqrt(1 - alpha_bar_s - sigma^2) eps_hat: you forgot to subtract sigma^2, so "
-            "the noise is counted twice": _ddim_want(s, x_t, x0, t, u, eta, z, subtract=False),
-            "you added sigma^2 z; the noise's standard deviation is sigma":
-                _ddim_want(s, x_t, x0, t, u, eta, z, sd_noise=False),
+            "the noise is counted twice": _ddim_want(s, x_t, x0, t, u, eta, xi, subtract=False),
+            "you added sigma^2 xi; the noise's standard deviation is sigma":
+                _ddim_want(s, x_t, x0, t, u, eta, xi, sd_noise=False),
             "you used alpha_t and alpha_s (schedule.alphas) where alpha_bar_t and alpha_bar_s belong":
-                _ddim_want(s, x_t, x0, t, u, eta, z, bar=False),
+                _ddim_want(s, x_t, x0, t, u, eta, xi, bar=False),
             "sign error in eps_hat = (x^t - sqrt(alpha_bar_t) x0_hat) / sqrt(1 - alpha_bar_t)":
-                _ddim_want(s, x_t, x0, t, u, eta, z, sign=-1.0),
+                _ddim_want(s, x_t, x0, t, u, eta, xi, sign=-1.0),
             "you returned x0_hat; the step goes to x^s, which still carries noise at level s": x0,
         }
         diagnose(got, want, what=what, mistakes=mistakes, **_TOL)
-    _iterate_check(lambda x, x0, t, u, sch, zz: fn(x, x0, t, u, sch, 0.5, zz), "ddim_step", eta=0.5, steps=10)
+    _iterate_check(lambda x, x0, t, u, sch, noise: fn(x, x0, t, u, sch, 0.5, noise), "ddim_step", eta=0.5, steps=10)
     return passed("ddim_step is DDIM's update for every eta (eta = 1 and s = t - 1: the ancestral step), and "
                   "iterated it is course_lib.samplers.ddim_sample")
 
@@ -253,13 +253,13 @@ def _iterate_check(step, name: str, *, eta: float, steps: int | None = None):
     for t, u in zip(ts[:-1], ts[1:], strict=True):
         eps = den(x, torch.full((n,), t))
         last = u == 0
-        # the library draws no noise for the last step; pass an unrelated z there, which must be ignored
-        z = _randn((n, 2), 99) if last else torch.randn(n, 2, generator=g, dtype=torch.float64)
+        # the library draws no noise for the last step; pass an unrelated xi there, which must be ignored
+        xi = _randn((n, 2), 99) if last else torch.randn(n, 2, generator=g, dtype=torch.float64)
         if name == "ancestral_step":
-            x_new = step(x.clone(), eps, t, s, z)
+            x_new = step(x.clone(), eps, t, s, xi)
         else:
             x0 = mix.posterior_mean(x, s.alpha_bars[t])
-            x_new = step(x.clone(), x0, t, u, s, z)
+            x_new = step(x.clone(), x0, t, u, s, xi)
         if not isinstance(x_new, torch.Tensor) or x_new.shape != x.shape:
             raise ExerciseError(f"{name}: inside a sampler loop it returned {type(x_new).__name__} "
                                 f"{tuple(getattr(x_new, 'shape', ()))}, expected shape {tuple(x.shape)}")
