@@ -85,9 +85,9 @@ def time_embedding(t, T: int, dim: int = 32) -> torch.Tensor:
     """Sinusoidal embedding of time steps, the one every denoiser and noise-aware classifier of the course uses.
 
     e(t) = [sin(u omega_0), ..., sin(u omega_{h-1}), cos(u omega_0), ..., cos(u omega_{h-1})] with u = 1000 t / T,
-    h = dim / 2 and omega_i = 10000^(-i / h): frequencies run geometrically from 1 down to ~1/10000, so nearby t differ in the fast
-    coordinates and distant t in the slow ones (as in the Transformer and DDPM). Scaling t to 0..1000 makes the
-    features the same for every chain length T.
+    h = dim / 2 and omega_i = 10000^(-i / h): frequencies run geometrically from 1 down to ~1/10000, so nearby t
+    differ in the fast coordinates and distant t in the slow ones (as in the Transformer and DDPM). Scaling t to
+    0..1000 makes the features the same for every chain length T.
     t: a number or a tensor of shape (n,) (integer or float). T: the chain length (> 0). dim: an even size >= 2.
     Returns (n, dim), float32 (or t's float dtype), on t's device.
     """

@@ -13,6 +13,10 @@ whose loader returns an ``ArtefactInfo`` with source "cache" or "computed"). The
 imported lazily and one that is absent (or fails to import) is reported and skipped; a module can add
 entries with ``register``. An entry that fails to load or train is reported and the others go on.
 
+``python -m course_lib prepare --check`` (``check_widgets``) times, on the lecturer's own machine, each widget's
+answer to a slider move (kernel side: built headless with its notebook's arguments, compute + full draw + PNG
+frame), with a warning above ``WIDGET_WARN_SECONDS``; ``bench/browser_latency.py`` measures the whole way in a browser.
+
 For the lecture itself: ``COURSE_LECTURE=1`` (or ``course_lib.plotting.use_style(lecture=True)`` in a notebook)
 switches every figure to large fonts and thick lines.
 """
@@ -25,8 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["KINDS", "SOURCES", "ArtefactInfo", "ModelEntry", "Shipped", "prepare", "register", "registry",
-           "shipped_entries", "train_pretrained"]
+__all__ = ["KINDS", "SOURCES", "ArtefactInfo", "ModelEntry", "Shipped", "check_widgets", "prepare", "register",
+           "registry", "shipped_entries", "train_pretrained"]
 
 KINDS = ("model", "samples")
 SOURCES = ("cache", "pretrained", "trained", "computed", "failed")
@@ -289,3 +293,183 @@ def train_pretrained(keys=None, *, dev=None, progress: bool = True, directory=No
             f"{path.stat().st_size / 2**20:.2f} MiB")
         paths.append(path)
     return paths
+
+
+# ============================================================================================ widget check
+#: a slider move whose kernel-side work (compute, full draw, frame encode) takes longer than this is reported
+WIDGET_WARN_SECONDS = 0.100
+
+
+def _widget_builders() -> list[tuple[str, str, Callable[[], tuple[object, dict]]]]:
+    """(name, notebook, build) for every widget the notebooks show; ``build()`` returns (view, {slider: values}),
+    the view made with the notebook's own arguments (FAST where it has two), the values a sweep of each slider."""
+    import numpy as np
+    import torch
+
+    def elbo():
+        from .widgets.elbo import ElboView
+
+        view = ElboView(x=1.5, q_mean=-0.5, q_log_std=0.3, W=1.0, sigma=0.7, n_draws=16, seed=0)
+        return view, {"q_mean": np.linspace(-0.6, -0.2, 9), "q_log_std": np.linspace(0.2, 0.4, 9),
+                      "W": np.linspace(0.9, 1.1, 9), "sigma": np.linspace(0.6, 0.8, 9), "n_draws": range(16, 25)}
+
+    def noising(kind):
+        def build():
+            from .densities import named_mixture, two_moons
+            from .widgets import noising as nz
+
+            if kind == "1d":
+                view = nz.noising_widget(named_mixture("trimodal_1d"), T=1000, n_samples=1000, t=150)
+            elif kind == "2d":
+                view = nz.noising_widget(named_mixture("eight_gaussians_2d"), T=1000, t=50)
+            elif kind == "moons":
+                view = nz.noising_widget(two_moons(1000, generator=torch.Generator().manual_seed(0)), T=1000, t=50)
+            else:  # eight MNIST-sized images (the notebook's test digits; the timing does not depend on them)
+                images = torch.rand(8, 28, 28, generator=torch.Generator().manual_seed(0))
+                view = nz.noising_widget(images, T=1000, t=150)
+            t0 = view.controls["t"].value
+            return view, {"t": range(t0, t0 + 9)}
+        return build
+
+    def posterior(d):
+        def build():
+            from .densities import GaussianMixture, named_mixture
+            from .diffusion import ExactDenoiser
+            from .schedules import NoiseSchedule
+            from .widgets.posterior import PosteriorMeanView
+
+            schedule = NoiseSchedule.linear(1000)
+            mixture = named_mixture("bimodal_1d" if d == 1 else "eight_gaussians_2d")
+            fit = GaussianMixture([1.0], mixture.mixture_mean()[None], mixture.mixture_cov()[None])
+            view = PosteriorMeanView(mixture, schedule, denoiser=ExactDenoiser(fit, schedule, "eps"),
+                                     denoiser_label="best linear denoiser", t=250 if d == 1 else 150,
+                                     x=-0.4 if d == 1 else [0.5, 0.9])
+            sweeps = {"t": range(view.t0, view.t0 + 9), "x": np.linspace(-0.4, -0.24, 9) if d == 1 else
+                      np.linspace(0.5, 0.66, 9)}
+            if d == 2:
+                sweeps["y"] = np.linspace(0.9, 1.06, 9)
+            return view, sweeps
+        return build
+
+    def toy_guidance():
+        from .denoisers import make_schedule
+        from .densities import named_mixture
+        from .widgets.guidance import ToyGuidanceView
+
+        # three strengths and steps=10 (the notebook: seven, 100): its construction costs seconds per strength,
+        # and a move's cost does not depend on either
+        view = ToyGuidanceView(named_mixture("three_classes_2d"), make_schedule("cosine", 1000), n=150, seed=0, y=2,
+                               steps=10, gammas=(0.0, 1.0, 3.0))
+        gammas = [v for _, v in view.controls["gamma"].options]
+        return view, {"gamma": (gammas * 3)[:9]}
+
+    def mnist_guidance():
+        # synthetic sample sets of the FAST shape and strengths (the real ones need the trained models): the
+        # timing depends on the image grid's size, not on its pixels
+        from .widgets.guidance import MnistGuidanceView
+
+        g = torch.Generator().manual_seed(0)
+        gammas = {"classifier": [0.0, 1.0, 5.0], "cfg": [1.0, 3.0, 8.0]}
+        sets = {k: {gm: torch.rand(10, 16, 1, 28, 28, generator=g) * 2 - 1 for gm in gs} for k, gs in gammas.items()}
+        rows = [{"kind": k, "gamma": gm, "recognised": 0.5, "diversity": 0.8} for k, gs in gammas.items() for gm in gs]
+        view = MnistGuidanceView(sets, rows, kind="classifier", digit=3)
+        return view, {"gamma": [1.0, 5.0, 1.0, 0.0, 1.0, 5.0, 1.0, 0.0, 1.0]}
+
+    return [("ElboView", "01", elbo),
+            ("NoisingView1D (trimodal)", "04", noising("1d")),
+            ("NoisingView2D (eight Gaussians)", "04", noising("2d")),
+            ("NoisingView2D (two moons)", "04", noising("moons")),
+            ("NoisingViewImages (8 images)", "04", noising("images")),
+            ("PosteriorMeanView 1-D", "05", posterior(1)),
+            ("PosteriorMeanView 2-D", "05", posterior(2)),
+            ("ToyGuidanceView", "08", toy_guidance),
+            ("MnistGuidanceView", "08", mnist_guidance)]
+
+
+def _time_moves(view, sweeps: dict, n: int) -> list[float]:
+    """Seconds of ``n`` slider moves, round robin over the sliders: the view's update (compute, artists) and what
+    a connected front end then costs the kernel, a full Agg draw and the frame's PNG encode (ipympl's diff)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = view.fig.canvas
+    encode = getattr(canvas, "get_diff_image", None)
+    if encode is not None:
+        FigureCanvasAgg.draw(canvas)
+        canvas._png_is_old = True
+        encode()  # the first (full) frame, as when the view is shown
+    names = list(sweeps)
+    values = {k: list(v) for k, v in sweeps.items()}
+    times = []
+    for i in range(n + len(names)):  # the first move of each slider warms up (caches), not timed
+        name = names[i % len(names)]
+        seq = values[name]
+        v = seq[(i // len(names)) % len(seq)]
+        if hasattr(v, "item"):
+            v = v.item()
+        t0 = time.perf_counter()
+        view.update(**{name: v})
+        FigureCanvasAgg.draw(canvas)
+        if encode is not None:
+            canvas._png_is_old = True
+            encode()
+        if i >= len(names):
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+def check_widgets(n: int = 12, *, log: Callable[[str], None] = print, only: list[str] | None = None,
+                  warn_seconds: float = WIDGET_WARN_SECONDS) -> list[dict]:
+    """How fast each widget answers a slider move on this machine (``python -m course_lib prepare --check``).
+
+    Each widget is built headless with its notebook's arguments and ``n`` slider moves are timed (round robin over
+    its sliders), each the kernel's whole share of a move: the compute and artist updates, a full draw and the
+    PNG frame. A browser adds its own share (~20-50 ms: the key press, the websocket, decoding and painting the
+    frame). Prints median and 95th percentile per widget and a warning above ``warn_seconds``; returns one dict per
+    widget (name, notebook, median, p95, n, build_seconds, warn, and error when it could not be built).
+    """
+    import statistics
+
+    import matplotlib
+
+    builders = _widget_builders()
+    if only:
+        builders = [b for b in builders if any(s.lower() in b[0].lower() for s in only)]
+    rows = []
+    log(f"widget response on this machine (kernel side: compute + full draw + PNG frame; {n} slider moves each; "
+        f"load average {' '.join(f'{x:.2f}' for x in _load())})")
+    log(f"{'widget':34s} {'nb':>3s} {'median':>9s} {'p95':>9s} {'build':>7s}")
+    with matplotlib.rc_context():
+        for name, notebook, build in builders:
+            row = {"name": name, "notebook": notebook}
+            try:
+                t0 = time.perf_counter()
+                view, sweeps = build()
+                row["build_seconds"] = time.perf_counter() - t0
+                times = sorted(_time_moves(view, sweeps, n))
+                row.update(n=len(times), median=statistics.median(times),
+                           p95=times[min(len(times) - 1, round(0.95 * (len(times) - 1)))])
+                row["warn"] = row["p95"] > warn_seconds
+                view.fig.clear()
+                log(f"{name:34s} {notebook:>3s} {row['median'] * 1e3:6.1f} ms {row['p95'] * 1e3:6.1f} ms "
+                    f"{row['build_seconds']:5.1f} s" + ("  WARNING: slow" if row["warn"] else ""))
+            except Exception as exc:  # report and go on with the others
+                row.update(error=f"{type(exc).__name__}: {exc}"[:300], warn=True)
+                log(f"{name:34s} {notebook:>3s}  FAILED: {row['error']}")
+            rows.append(row)
+    slow = [r for r in rows if r.get("warn")]
+    if slow:
+        log(f"WARNING: {len(slow)} widget(s) above {warn_seconds * 1e3:.0f} ms per slider move (95th percentile) or "
+            f"failed: {', '.join(r['name'] for r in slow)}. On a busy machine close other programs; students see "
+            "this plus the browser's share.")
+    else:
+        log(f"every widget under {warn_seconds * 1e3:.0f} ms per slider move (95th percentile), kernel side")
+    return rows
+
+
+def _load() -> tuple[float, ...]:
+    import os
+
+    try:
+        return os.getloadavg()
+    except OSError:
+        return ()

@@ -192,3 +192,35 @@ def test_guided_sample_sets_entry_for_real(tmp_path, monkeypatch):
     sets = gm.guidance_sample_sets(gm.load_guidance_models(fast=True, progress=False), fast=True, progress=False)
     assert {k: sorted(v) for k, v in sets.items()} == {"classifier": [0.0, 4.0], "cfg": [1.0, 3.0]}
     assert all(x.shape == (10, 1, 1, 28, 28) for v in sets.values() for x in v.values())
+
+
+def test_widget_check_lists_every_widget(capsys):
+    """``prepare --check``: one line per widget the notebooks show (every WidgetView subclass), median and p95 of a
+    slider move's kernel-side work, and the warning for slow ones."""
+    import inspect
+
+    from course_lib import __main__ as cli
+    from course_lib import prepare as prep
+    from course_lib.widgets import WidgetView, elbo, guidance, noising, posterior
+
+    classes = {name for module in (elbo, noising, posterior, guidance)
+               for name, obj in inspect.getmembers(module, inspect.isclass)
+               if issubclass(obj, WidgetView) and obj.__module__ == module.__name__ and not name.startswith("_")}
+    assert classes == {"ElboView", "NoisingView1D", "NoisingView2D", "NoisingViewImages", "PosteriorMeanView",
+                       "ToyGuidanceView", "MnistGuidanceView"}
+    builders = prep._widget_builders()
+    assert {name.split()[0] for name, _, _ in builders} == classes
+    assert {nb for _, nb, _ in builders} == {"01", "04", "05", "08"}
+
+    # the command, cheap: the two cheapest widgets for real (2 moves each), then the report's shape for all
+    assert cli.main(["prepare", "--check", "--moves", "2", "two moons", "MnistGuidance"]) == 0
+    out = capsys.readouterr().out
+    assert "NoisingView2D (two moons)" in out and "MnistGuidanceView" in out and "ElboView" not in out
+    lines = []
+    rows = prep.check_widgets(n=1, log=lines.append, warn_seconds=0.0)  # every widget "slow": every one warned
+    assert [r["name"] for r in rows] == [name for name, _, _ in builders]
+    assert all("error" not in r and r["n"] == 1 and 0 < r["median"] <= r["p95"] for r in rows), rows
+    text = "\n".join(lines)
+    for name, notebook, _ in builders:
+        assert any(line.startswith(name) and f" {notebook} " in line and " ms " in line for line in lines), name
+    assert f"WARNING: {len(builders)} widget(s) above 0 ms" in text

@@ -633,8 +633,9 @@ class ElboView(WidgetView):
                                  bounds={k: self.RANGES[k] for k in ("q_mean", "q_log_std", "W")}):
             states.append(state)
             if animate and (state["step"] % frame_every == 0 or state["step"] == steps):
-                self._show_state(state)
-                self.fig.canvas.draw()  # pushes the frame now; draw_idle would wait for the busy kernel
+                self._show_state(state)  # with a front end, update() has drawn and pushed the frame
+                if not self._front_end_connected():
+                    self.fig.canvas.draw()  # as before: draw_idle would wait for the busy kernel
                 time.sleep(sleep)
         if not animate:
             self._show_state(states[-1])

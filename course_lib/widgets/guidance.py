@@ -34,7 +34,7 @@ from ..densities import GaussianMixture
 from ..guidance import ClassifierGuidance, ExactClassifier, check_strength, tilted_density_grid
 from ..plotting import COLORS, image_grid, to_numpy
 from ..schedules import NoiseSchedule
-from ._base import WidgetView, cache_axes_rasters
+from ._base import WidgetView, cache_axes_rasters, cache_raster
 
 __all__ = [
     "DEFAULT_GAMMAS",
@@ -485,8 +485,8 @@ class ToyGuidanceView(WidgetView):
 
         data_density = to_numpy(self.mixture.prob(torch.as_tensor(
             np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)))).reshape(len(ys), len(xs))
-        ax.contour(xs, ys, data_density, levels=hdr_levels(data_density, dx * dy, MASSES), colors=COLORS["prior"],
-                   linewidths=1.0, zorder=2)
+        data_contours = ax.contour(xs, ys, data_density, levels=hdr_levels(data_density, dx * dy, MASSES),
+                                   colors=COLORS["prior"], linewidths=1.0, zorder=2)
         styles = ("-", "--")
         a["ellipses"] = []
         for ls in styles[:len(d["masses"])]:
@@ -548,12 +548,20 @@ class ToyGuidanceView(WidgetView):
         fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=10)
         # legends, axes (ticks, labels) and static texts from cached pictures: most of a full draw
         cache_axes_rasters(fig, axc.title, *ax.texts)
+        # the data's contours (static); the shading (resampled and colour-mapped on every draw) per (y, gamma); the
+        # exact curves per class
+        cache_raster(data_contours)
+        self._shown_density = None
+        cache_raster(a["density"], key=lambda: self._shown_density, max_entries=32)
+        for key in ("confidence", "spread"):
+            cache_raster(a[f"exact_{key}"], key=lambda: self._shown_y)
 
     # -- update ----------------------------------------------------------------------------------
     def _update(self, y: int, gamma: float) -> None:
         d, a = self.data, self.artists
         y, j = int(y), self._index[float(gamma)]
         dens = d["density"][y, j]
+        self._shown_density = (y, j)
         a["density"].set_data(dens)
         a["density"].set_clim(0.0, float(dens.max()))
         a["samples"].set_offsets(d["samples"][y, j])
@@ -699,8 +707,8 @@ class MnistGuidanceView(WidgetView):
             (a[f"{key}_now"],) = axis.plot([0.0], [0.0], "o", ms=13, mfc="none", mec=COLORS["gap"], mew=2.4)
             a["current"].append(axis.axvline(self.gamma0, color=COLORS["gap"], lw=1.5, zorder=0))
             axis.set_ylabel(ylabel)
-        axd.axhline(1.0, color=COLORS["truth"], ls=":", lw=1.5)
-        axr.axhline(CHANCE, color=COLORS["prior"], ls=":", lw=1.5, zorder=0)
+        real_line = axd.axhline(1.0, color=COLORS["truth"], ls=":", lw=1.5)
+        chance_line = axr.axhline(CHANCE, color=COLORS["prior"], ls=":", lw=1.5, zorder=0)
         a["no_diversity"] = axd.text(0.5, 0.5, "diversity not computed\n(tradeoff_table without reference)",
                                      transform=axd.transAxes, ha="center", va="center", fontsize=10,
                                      color=COLORS["prior"], visible=False)
@@ -720,6 +728,12 @@ class MnistGuidanceView(WidgetView):
         fig.legend(handles=handles, loc="outside lower right", ncols=5, fontsize=10)
         cache_axes_rasters(fig, ax.xaxis.label, axr.title)
         self._shown_kind = None
+        # static lines, and the curves that change with the kind only
+        for line in (real_line, chance_line):
+            cache_raster(line)
+        for key in ("recognised", "diversity"):
+            for name in (key, f"other_{key}"):
+                cache_raster(a[name], key=lambda: self._shown_kind)
 
     # -- update ----------------------------------------------------------------------------------
     def _update(self, kind: str, digit: int, gamma: float) -> None:

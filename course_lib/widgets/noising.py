@@ -31,7 +31,7 @@ from .._checks import as_tensor, check_timestep, describe
 from ..densities import GaussianMixture
 from ..plotting import COLORS, image_grid, label, to_numpy
 from ..schedules import NoiseSchedule
-from ._base import WidgetView
+from ._base import WidgetView, cache_axes_rasters, cache_raster
 
 __all__ = [
     "NoisingView1D",
@@ -449,6 +449,13 @@ class _NoisingView(WidgetView):
         label(ax, "step t", "coefficient")
         self._key(ax, [("——", "√ᾱₜ  (signal)", COLORS["truth"]), ("– –", "√(1 − ᾱₜ)  (noise)", COLORS["truth"]),
                        ("│", "current t", COLORS["gap"])], x=0.98, y=0.7, ha="right")
+        for line in (self._signal_line, self._noise_line):  # they change with the schedule only
+            cache_raster(line, key=lambda: self._shown_schedule)
+
+    def _cache_static(self, fig, *extra) -> None:
+        # axes (ticks, labels), legends, keys and static titles from cached pictures: most of a full draw was
+        # their text, re-rendered on every move of t
+        cache_axes_rasters(fig, *extra, *(t for ax in fig.axes for t in ax.texts))
 
     def _show_schedule_coefficients(self, name: str) -> None:
         ab = to_numpy(self.schedules[name].alpha_bars)
@@ -527,7 +534,7 @@ class NoisingView1D(_NoisingView):
                        for _ in range(self.n_paths)]
         self._vline = ax.axvline(self._t0, color=COLORS["gap"], lw=2)
         label(ax, "step t", "xᵗ")
-        ax.set_title("exact density of xᵗ (dark = high) and chain paths", y=1.0)
+        heat_title = ax.set_title("exact density of xᵗ (dark = high) and chain paths", y=1.0)
         ax.set_ylim(*self.xlim)
         ax.set_xticks([0, self.T // 4, self.T // 2, 3 * self.T // 4, self.T])
         ax.yaxis.set_major_locator(MaxNLocator(4))
@@ -544,6 +551,10 @@ class NoisingView1D(_NoisingView):
         axd.yaxis.set_visible(False)  # shared with the heat map, which labels it
         self._dtitle = axd.set_title(self._title(self._t0, next(iter(self.schedules))), y=1.0)
         axd.set_xlabel("density at t")
+        # the heat map and the paths change with the schedule only: resampling the image was a fifth of a draw
+        for artist in (self._heat, *self._paths):
+            cache_raster(artist, key=lambda: self._shown_schedule)
+        self._cache_static(fig, heat_title)
 
     def _show_schedule(self, name):
         pre = self.pre[name]
@@ -638,7 +649,7 @@ class NoisingView2D(_NoisingView):
             entries.append(("——", f"exact q(xᵗ): {pct} regions", COLORS["truth"]))
         self._key(ax, entries, fontsize="x-small")
         self._build_coefficients(axc)
-        axc.set_title("xᵗ = √ᾱₜ x⁰ + √(1 − ᾱₜ) ε", y=1.0)
+        self._cache_static(fig, axc.set_title("xᵗ = √ᾱₜ x⁰ + √(1 − ᾱₜ) ε", y=1.0))
 
     def _show_schedule(self, name):
         self._show_schedule_coefficients(name)
@@ -694,6 +705,7 @@ class NoisingViewImages(_NoisingView):
         ax.set_xlabel(f"{len(self.x0)} images, each noised by its own chain (pixels clipped to [-1, 1])")
         self._ititle = ax.set_title(self._title(self._t0, name), y=1.0)
         self._build_coefficients(axc)
+        self._cache_static(fig)
 
     def _show_schedule(self, name):
         self._show_schedule_coefficients(name)

@@ -30,7 +30,7 @@ from ..diffusion import ALL_TARGETS, convert
 from ..diffusion_elbo import call_denoiser
 from ..plotting import COLORS, to_numpy
 from ..schedules import NoiseSchedule
-from ._base import WidgetView, cache_axes_rasters
+from ._base import WidgetView, cache_axes_rasters, cache_raster
 
 __all__ = [
     "PosteriorMeanView",
@@ -267,7 +267,7 @@ class PosteriorMeanView(WidgetView):
         xs = np.linspace(-lim, lim, 400)
         data = to_numpy(self.mixture.prob(torch.as_tensor(xs[:, None])))
         self._data_peak = float(data.max())
-        ax0.fill_between(xs, data, color=COLORS["data"], alpha=0.25, lw=0, label=r"data $p(x^0)$")
+        data_fill = ax0.fill_between(xs, data, color=COLORS["data"], alpha=0.25, lw=0, label=r"data $p(x^0)$")
         a = self.artists
         (a["posterior"],) = ax0.plot([], [], color=COLORS["posterior"], lw=2.2, label=r"posterior $p(x^0 \mid x^t)$")
         a["mean_line"] = ax0.axvline(0.0, color=COLORS["truth"], ls="--", lw=1.8, label=r"$\mathbb{E}[x^0 \mid x^t]$")
@@ -284,7 +284,7 @@ class PosteriorMeanView(WidgetView):
         self._field_points = torch.linspace(-lim, lim, 241, dtype=torch.float64)[:, None]
         gx = to_numpy(self._field_points[:, 0])
         # one legend (left) serves both panels: black = exact, orange = the denoiser, blue = x^t
-        ax1.plot(gx, gx, color=COLORS["prior"], ls=":", lw=1.2)
+        (identity,) = ax1.plot(gx, gx, color=COLORS["prior"], ls=":", lw=1.2)
         ax1.text(0.03, 0.97, r"dotted: $x^0 = x^t$ (no denoising)", transform=ax1.transAxes, color=COLORS["prior"],
                  ha="left", va="top", fontsize=10)
         (a["curve"],) = ax1.plot(gx, np.zeros_like(gx), color=COLORS["truth"], lw=2.0)
@@ -300,6 +300,9 @@ class PosteriorMeanView(WidgetView):
         _few_ticks(ax1, lim)
         # legends, axes (ticks, labels) and static texts drawn from cached pictures: most of a full draw
         cache_axes_rasters(fig, ax1.title, *ax1.texts)
+        # the data density (it moves with the left axis's height only) and the identity line, likewise
+        cache_raster(data_fill, key=lambda: tuple(ax0.viewLim.bounds))
+        cache_raster(identity)
 
     def _build_2d(self, fig) -> None:
         from matplotlib.lines import Line2D
@@ -310,8 +313,8 @@ class PosteriorMeanView(WidgetView):
         self.axes = (ax0, ax1)
         X, Y = np.meshgrid(np.linspace(-lim, lim, 90), np.linspace(-lim, lim, 90))
         P = to_numpy(self.mixture.prob(torch.as_tensor(np.stack([X.ravel(), Y.ravel()], 1)))).reshape(X.shape)
-        ax0.contour(X, Y, P, levels=np.linspace(P.max() / 8, P.max(), 4), colors=COLORS["data"], linewidths=1.0,
-                    alpha=0.8)
+        data_contours = ax0.contour(X, Y, P, levels=np.linspace(P.max() / 8, P.max(), 4), colors=COLORS["data"],
+                                    linewidths=1.0, alpha=0.8)
         for k, m in enumerate(to_numpy(self.mixture.means)):
             ax0.annotate(str(k), m, xytext=(5, 5), textcoords="offset points", color=COLORS["data"], fontsize=9)
         g = np.linspace(-lim, lim, self.field_n)
@@ -353,8 +356,8 @@ class PosteriorMeanView(WidgetView):
         _few_ticks(ax0, lim)
 
         a["bars"] = ax1.bar(np.arange(K), np.zeros(K), color=COLORS["posterior"], label=r"$p(y = k \mid x^t)$")
-        ax1.bar(np.arange(K), to_numpy(self.mixture.weights), fill=False, edgecolor=COLORS["data"], lw=1.5,
-                label=r"prior weight $w_k$")
+        prior_bars = ax1.bar(np.arange(K), to_numpy(self.mixture.weights), fill=False, edgecolor=COLORS["data"],
+                             lw=1.5, label=r"prior weight $w_k$")
         ax1.set_xticks(np.arange(K))
         ax1.set_yticks([0.0, 0.5, 1.0])
         ax1.set_ylim(0, 1.02)
@@ -365,6 +368,9 @@ class PosteriorMeanView(WidgetView):
         fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=10)
         # legends, axes (ticks, labels) and static texts drawn from cached pictures: most of a full draw
         cache_axes_rasters(fig, ax1.title, *ax0.texts)
+        # static data: the data density's contours and the prior weights
+        for artist in (data_contours, *prior_bars):
+            cache_raster(artist)
 
     # -- update ----------------------------------------------------------------------------------
     def _update(self, t: int, x: float, y: float | None = None) -> None:
