@@ -99,7 +99,7 @@ def toy_data(name: str, n: int, generator: torch.Generator | None = None, noise:
 def toy_vae(latent_dim: int = 1, hidden=(128, 128), activation: str = "silu", sigma: float | None = 0.1) -> VAE:
     """A VAE for 2-D points: MLP encoder, Gaussian decoder N(f(z), sigma^2 I) with sigma fixed (``None``: learned).
 
-    sigma = 0.1 sits a little above the toy data's noise (0.05). A learned sigma starts large while the
+    sigma = 0.1 is twice the toy data's noise (0.05). A learned sigma starts large while the
     decoder is still poor, and often stays large: a blurrier optimum (try it in notebook 02).
     """
     return VAE(GaussianEncoder(2, latent_dim, hidden, activation),

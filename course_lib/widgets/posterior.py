@@ -357,11 +357,11 @@ class PosteriorMeanView(WidgetView):
 
         a["bars"] = ax1.bar(np.arange(K), np.zeros(K), color=COLORS["posterior"], label=r"$p(y = k \mid x^t)$")
         prior_bars = ax1.bar(np.arange(K), to_numpy(self.mixture.weights), fill=False, edgecolor=COLORS["data"],
-                             lw=1.5, label=r"prior weight $w_k$")
+                             lw=1.5, label=r"prior weight $p(y)$")
         ax1.set_xticks(np.arange(K))
         ax1.set_yticks([0.0, 0.5, 1.0])
         ax1.set_ylim(0, 1.02)
-        ax1.set_xlabel("component k")
+        ax1.set_xlabel("component y")
         ax1.set_ylabel("weight")
         ax1.set_title("posterior weights of the components")
         ax1.legend(loc="upper right", fontsize=10)
