@@ -1,18 +1,19 @@
 """Diffusion on MNIST (notebook 07): the U-Net denoiser, its training, and a classifier that measures samples.
 
 - ``mnist_diffusion_config(fast=...)``: everything that changes the denoiser's weights (the cache key).
-  Full: ``UNet(channels=(32, 64, 64))`` (0.62M parameters) predicting eps, cosine schedule with T = 500,
-  Adam lr 1e-3 with cosine decay, batch 128, 10,000 steps (21 epochs) over the 60,000 training digits scaled to
-  [-1, 1], the eps loss weighted by min(1, 5 / SNR_t) ("min_snr", ``denoisers.loss_weights``), gradient clipping
-  at 1, bfloat16 autocast where the machine runs bf16 natively (``training.autocast``), and an exponential moving
-  average (EMA) of the weights with decay 0.9995 (the EMA weights are the model). The conditional U-Net of notebook
-  08 (``conditional=True``) adds 10 labels and the null label, 5,000 steps. FAST (``fast=True``): a tiny U-Net
+  Full: ``UNet(channels=(32, 64, 64))`` (0.62M parameters) predicting v = sqrt(ab) eps - sqrt(1 - ab) x^0, cosine
+  schedule with T = 500, Adam lr 1e-3 with cosine decay, batch 128, 10,000 steps (21 epochs) over the 60,000 training
+  digits scaled to [-1, 1], the v loss weighted by min(1, 5 / (1 + SNR_t)) ("v_min_snr", ``denoisers.loss_weights``:
+  min(1 + SNR_t, 5) on the x^0 error), gradient clipping at 1, bfloat16 autocast where the machine runs bf16 natively
+  (``training.autocast``), and an exponential moving average (EMA) of the weights with decay 0.9995 (the EMA weights
+  are the model). The conditional U-Net of notebook 08 (``conditional=True``) keeps the eps target and "min_snr"
+  weights it was trained with, and adds 10 labels and the null label, 5,000 steps. FAST (``fast=True``): a tiny U-Net
   (0.16M parameters), 40 float32 steps on 1,000 digits — a sketch that shows the code path, not digits.
 - ``load_or_train_mnist_denoiser(fast=...)``: ``checkpoints.load_or_train``: the full config from the user cache or
   the shipped weights (``course_lib/pretrained``); only when neither has it, trains the full model or, in FAST
   mode, the tiny one. ``mnist_schedule(config)`` is the matching ``NoiseSchedule``.
-- ``mnist_diffusion_loss``: the eps loss of ``course_lib.denoisers.diffusion_loss`` per pixel (its sum over
-  the 784 pixels divided by 784), so the numbers read as a mean squared error per pixel.
+- ``mnist_diffusion_loss``: the loss of ``course_lib.denoisers.diffusion_loss`` (in the model's target) per pixel
+  (its sum over the 784 pixels divided by 784), so the numbers read as a mean squared error per pixel.
 - ``MNISTClassifier``: a small CNN (0.46M parameters, 99.1% test accuracy after 1,400 steps, 3 epochs); ``features(x)``
   is its 128-dimensional penultimate layer, the feature space of ``mnist_frechet_distance`` (an FID for
   MNIST: the Frechet distance of ``course_lib.fid`` between Gaussians fitted to the two feature sets).
