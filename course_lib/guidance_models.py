@@ -315,8 +315,8 @@ def sample_guided_digits(kind: str, models: dict, digit, gamma: float, n: int = 
 
     digit: an int (the same prompt for all n) or a long tensor (n,). ``x_T`` fixes the starting noise.
     eta = 1 (default): DDIM's stochastic end, the chain's posterior on the sub-sequence (DDPM with jumps). With 25
-    steps it beat deterministic DDIM (eta = 0) for both kinds of guidance (classifier guidance at gamma = 8: 96.5%
-    of 200 digits recognised, Frechet distance 37, against 90% and 68), so it is the kit's default here.
+    steps it beat deterministic DDIM (eta = 0) for both kinds of guidance with the kit's earlier eps U-Net
+    (``python bench/run.py guidance_mnist`` compares them), so it is the kit's default here.
     """
     from .samplers import ddim_sample
 
