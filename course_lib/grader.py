@@ -81,7 +81,7 @@ class GradeOptions:
     sandbox: bool = True          # False: ``--no-sandbox`` (a Mac without bwrap); recorded in every CSV row
     limits: Limits = field(default_factory=Limits)
     max_answer_mb: int = 64       # the largest answer (all arrays of one call) read from the worker
-    grace: float = 5.0            # seconds past a time limit before the worker is killed
+    grace: float = 12.0           # seconds past a time limit before the worker is killed (a loaded machine needs them)
 
     @property
     def sandbox_label(self) -> str:

@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+from _global_rng import assert_leaves_global_generators_alone
 
 from course_lib.checks import ExerciseError
 from course_lib.checks.nb06 import check_ancestral_step, check_ddim_step, check_eps_loss
@@ -222,19 +223,8 @@ def test_the_accepted_steps_are_the_library_samplers():
 @pytest.mark.parametrize("check, fn", [(check_eps_loss, eps_loss_ok), (check_ancestral_step, ancestral_ok),
                                        (check_ddim_step, ddim_ok)], ids=["eps_loss", "ancestral_step", "ddim_step"])
 def test_checks_leave_the_global_generators_alone(check, fn):
-    """A check draws from generators of its own: the student's torch, NumPy and Python generators continue exactly
-    where they were (a check that reseeded or consumed them would make the notebook's next cell give other numbers)."""
-    import random
-
-    import numpy as np
-
-    torch.manual_seed(1234)
-    np.random.seed(1234)
-    random.seed(1234)
-    before = torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()
-    assert check(fn) is True
-    assert torch.equal(torch.get_rng_state(), before[0])
-    assert np.array_equal(np.random.get_state()[1], before[1]) and random.getstate() == before[2]
+    """A check draws from generators of its own: the student's global generators continue where they were."""
+    assert_leaves_global_generators_alone(lambda: check(fn))
 
 
 def test_a_check_gives_the_same_verdict_twice():
