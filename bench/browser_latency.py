@@ -30,10 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -233,49 +230,9 @@ def quantile(xs, q):
 def jupyterlab(out_dir: Path):
     """A JupyterLab server as tests/browser/conftest.py's ``lab`` fixture starts it."""
     home = Path(tempfile.mkdtemp(prefix="h15lab-"))
-    settings = home / "settings"
-    for plugin, values in browser_conf.LAB_SETTINGS.items():
-        f = settings / f"{plugin}.jupyterlab-settings"
-        f.parent.mkdir(parents=True, exist_ok=True)
-        f.write_text(json.dumps(values), encoding="utf-8")
-    env = dict(os.environ, COURSE_FAST="1", JUPYTERLAB_SETTINGS_DIR=str(settings),
-               JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"), PYTHONUNBUFFERED="1")
-    env.pop("MPLBACKEND", None)
-    port, token = browser_conf._free_port(), secrets.token_hex(16)
-    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-           "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={ROOT}",
-           "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
-           "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-           f"--FileCheckpoints.checkpoint_dir={home / 'checkpoints'}"]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        cmd.append("--allow-root")
-    log = out_dir / "jupyterlab.log"
-    with open(log, "w", encoding="utf-8") as log_file:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    lab = browser_conf.Lab(url=f"http://127.0.0.1:{port}", token=token, log=log, proc=proc)
-    try:
-        deadline = time.monotonic() + browser_conf.SERVER_START_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"JupyterLab exited with code {proc.returncode}; see {log}")
-            try:
-                lab.api("GET", "status")
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"JupyterLab did not answer; see {log}") from None
-                time.sleep(0.3)
+    cmd, env, port, token = browser_conf.lab_command(home)
+    with browser_conf.served(cmd, env=env, log=out_dir / "jupyterlab.log", port=port, token=token) as lab:
         yield lab
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        except ProcessLookupError:
-            pass
 
 
 def _first(events, dir_, what, after, prefix=False):

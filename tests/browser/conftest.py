@@ -27,6 +27,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,20 +112,8 @@ class Lab:
                 pass
 
 
-@pytest.fixture(scope="session")
-def browser_out() -> Path:
-    """Where screenshots, the server log and the harness checks' notebooks go."""
-    out = Path(os.environ.get("COURSE_BROWSER_OUT", ROOT / "build" / "browser")).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("*.png"):
-        old.unlink()
-    return out
-
-
-@pytest.fixture(scope="session")
-def lab(browser_out, tmp_path_factory):
-    require_browser()
-    home = tmp_path_factory.mktemp("jupyterlab")
+def lab_command(home: Path) -> tuple[list[str], dict, int, str]:
+    """The test JupyterLab's command line, environment, port and token (FAST; settings and checkpoints in home)."""
     settings = home / "settings"
     for plugin, values in LAB_SETTINGS.items():
         f = settings / f"{plugin}.jupyterlab-settings"
@@ -142,7 +131,25 @@ def lab(browser_out, tmp_path_factory):
            f"--FileCheckpoints.checkpoint_dir={home / 'checkpoints'}"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")  # containers and CI run as root; the Makefile does the same
-    log = browser_out / "jupyterlab.log"
+    return cmd, env, port, token
+
+
+@contextmanager
+def tab(browser_context, server: Lab):
+    """A fresh tab of the suite's Chromium; afterwards the tab is closed and every kernel of ``server`` shut down."""
+    page = browser_context.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        yield page
+    finally:
+        page.close()
+        server.shutdown_kernels()
+
+
+@contextmanager
+def served(cmd: list[str], *, env: dict, log: Path, port: int, token: str, what: str = "JupyterLab"):
+    """Start the server ``cmd`` (in the repository, output to ``log``), wait until its REST API answers, yield its
+    ``Lab``, and stop its whole process group afterwards. Fails (pytest.fail) if it exits or never answers."""
     with open(log, "w", encoding="utf-8") as log_file:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
                                 start_new_session=True)
@@ -151,13 +158,13 @@ def lab(browser_out, tmp_path_factory):
         deadline = time.monotonic() + SERVER_START_TIMEOUT
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"JupyterLab exited with code {proc.returncode}; its log:\n{server.log_since(0)[-3000:]}")
+                pytest.fail(f"{what} exited with code {proc.returncode}; its log:\n{server.log_since(0)[-3000:]}")
             try:
                 server.api("GET", "status")
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    pytest.fail(f"JupyterLab did not answer within {SERVER_START_TIMEOUT} s; see {log}")
+                    pytest.fail(f"{what} did not answer within {SERVER_START_TIMEOUT} s; see {log}")
                 time.sleep(0.3)
         yield server
     finally:
@@ -169,6 +176,25 @@ def lab(browser_out, tmp_path_factory):
             proc.wait()
         except ProcessLookupError:
             pass
+
+
+@pytest.fixture(scope="session")
+def browser_out() -> Path:
+    """Where screenshots, the server log and the harness checks' notebooks go."""
+    out = Path(os.environ.get("COURSE_BROWSER_OUT", ROOT / "build" / "browser")).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.png"):
+        old.unlink()
+    return out
+
+
+@pytest.fixture(scope="session")
+def lab(browser_out, tmp_path_factory):
+    require_browser()
+    home = tmp_path_factory.mktemp("jupyterlab")
+    cmd, env, port, token = lab_command(home)
+    with served(cmd, env=env, log=browser_out / "jupyterlab.log", port=port, token=token) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -190,11 +216,5 @@ def browser_context(lab, tmp_path_factory):
 @pytest.fixture
 def lab_page(lab, browser_context):
     """A fresh browser tab; afterwards the tab is closed and every kernel shut down."""
-    page = browser_context.new_page()
-    page.set_default_timeout(60_000)
-    try:
+    with tab(browser_context, lab) as page:
         yield page
-    finally:
-        page.close()
-        lab.shutdown_kernels()
-

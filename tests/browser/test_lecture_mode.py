@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import SERVER_START_TIMEOUT, Lab, _free_port, require_browser
+from conftest import _free_port, require_browser, served, tab
 from lab_harness import NotebookCheck
 from test_widgets_in_lab import WIDGET_NOTEBOOKS
 
@@ -78,45 +76,16 @@ def lecture_lab(browser_out, tmp_path_factory):
            f"--FileCheckpoints.checkpoint_dir={home / 'checkpoints'}"]
     env = dict(os.environ, COURSE_FAST="1", PYTHONUNBUFFERED="1")
     env.pop("MPLBACKEND", None)
-    log = browser_out / "lecture-jupyterlab.log"
-    with open(log, "w", encoding="utf-8") as log_file:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    server = Lab(url=f"http://127.0.0.1:{port}", token=token, log=log, proc=proc)
-    try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the lecture server exited with code {proc.returncode}:\n{server.log_since(0)[-3000:]}")
-            try:
-                server.api("GET", "status")
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"the lecture server did not answer within {SERVER_START_TIMEOUT} s; see {log}")
-                time.sleep(0.3)
+    with served(cmd, env=env, log=browser_out / "lecture-jupyterlab.log", port=port, token=token,
+                what="the lecture server") as server:
         yield server
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        except ProcessLookupError:
-            pass
 
 
 @pytest.fixture
 def lecture_page(lecture_lab, browser_context):
     """A fresh tab of the browser suite's Chromium; afterwards closed, and the lecture server's kernels shut down."""
-    page = browser_context.new_page()
-    page.set_default_timeout(60_000)
-    try:
+    with tab(browser_context, lecture_lab) as page:
         yield page
-    finally:
-        page.close()
-        lecture_lab.shutdown_kernels()
 
 
 def present(page, lab, path: Path, out: Path) -> dict:
