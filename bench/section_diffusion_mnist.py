@@ -1,7 +1,7 @@
 """Bench section of notebook 07: the shipped MNIST U-Net's training and the quality of its samples (issue 14's table).
 
 For N_SAMPLES generated digits per sampler, all started from the same x^T (ancestral sampling with all T = 500 steps,
-and deterministic DDIM, eta = 0, with 10, 25, 50 and 100 steps):
+deterministic DDIM, eta = 0, with 10, 25, 50 and 100 steps, and eta = 1 on DDIM's 50-step grid):
 - **confident**: the share the kit's held-out clean classifier (``mnist_models.MNISTClassifier``, its test accuracy is
   printed) calls some digit with probability >= 0.9, with its binomial standard error; beside it the same share for
   N_SAMPLES real test digits;
@@ -50,7 +50,7 @@ def diffusion_mnist():
     from course_lib.checkpoints import available
     from course_lib.data import mnist_model_tensors
     from course_lib.fid import frechet_distance
-    from course_lib.samplers import ancestral_sample, ddim_sample
+    from course_lib.samplers import ancestral_sample, ddim_sample, sample
 
     header = ["what", "steps", "images", "time", "confident (≥ 0.9)", "Fréchet distance d²", "d² / floor",
               "d² / ancestral"]
@@ -103,6 +103,10 @@ def diffusion_mnist():
                                       clip_x0=1.0))]
     runs += [("DDIM (eta = 0), clip x0 to [-1, 1]", s,
               lambda s=s: ddim_sample(net, schedule, steps=s, x_T=x_T, clip_x0=1.0)) for s in DDIM_STEPS]
+    # the same 50-step grid with fresh noise at every step: what the stochastic steps buy at DDIM-50's cost
+    runs.append(("eta = 1 on DDIM's 50-step grid, clip x0 to [-1, 1]", 50,
+                 lambda: sample(net, schedule, steps=50, eta=1.0, x_T=x_T,
+                                generator=torch.Generator().manual_seed(SEED + 1), clip_x0=1.0)))
     ancestral = None
     with threads_for(model):
         threads = torch.get_num_threads()
