@@ -146,7 +146,10 @@ _HELPERS = """() => {
         const el = canvas || img;
         const width = [Math.round((el ? el.getBoundingClientRect().right : left) - left),
                        Math.round(area.getBoundingClientRect().right - left)];
-        return Object.assign({figure: canvas ? 'canvas' : (img ? 'img' : null), size, sliders, width}, digest(fig));
+        // false on a slide the deck hides (display: none above it)
+        const visible = w.getClientRects().length > 0;
+        return Object.assign({figure: canvas ? 'canvas' : (img ? 'img' : null), size, sliders, width, visible},
+                             digest(fig));
       });
       return {shown, widgets};
     },
@@ -315,11 +318,17 @@ class NotebookCheck:
         if unrun:
             self.fail([f"code cells {unrun} did not run ({st['runAll']})"])
 
-    def wait_for_widgets(self) -> dict:
-        """Wait until every course widget shows a drawn figure and nothing is loading; fail otherwise."""
+    def wait_for_widgets(self, visible_only: bool = False) -> dict:
+        """Wait until every course widget shows a drawn figure and nothing is loading; fail otherwise.
+
+        ``visible_only``: require a drawn figure only of the widgets on screen (a deck hides the other slides, and
+        the front end may leave a hidden canvas undrawn until its slide is shown; ``require_drawn`` checks it then).
+        """
         deadline = time.monotonic() + WIDGET_TIMEOUT
         while True:
             w = self.widgets()
+            if visible_only:
+                w["widgets"] = [x if x["visible"] else dict(x, drawn=True) for x in w["widgets"]]
             errors = [t for t in w["shown"] if t != "Loading widget"]
             ready = w["widgets"] and all(x["drawn"] for x in w["widgets"]) and not w["shown"]
             if errors or ready or time.monotonic() > deadline:
@@ -350,6 +359,17 @@ class NotebookCheck:
         if problems:
             self.fail(problems, widget=first_bad)
         return w
+
+    def require_drawn(self, i: int) -> str | None:
+        """Wait up to WIDGET_TIMEOUT for widget i's figure to be drawn; the problem if it is not, else None."""
+        deadline = time.monotonic() + WIDGET_TIMEOUT
+        while True:
+            x = self.widgets()["widgets"][i]
+            if x["drawn"]:
+                return None
+            if time.monotonic() > deadline:
+                return f"widget {i}'s figure ({x['figure']}, {x['size']} px) is blank on its slide"
+            self.page.wait_for_timeout(250)
 
     def settle(self, i: int, timeout: float = 10.0) -> str | None:
         """Wait for an idle kernel and a figure that holds still (the last move's redraw has landed)."""

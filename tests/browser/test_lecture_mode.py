@@ -97,7 +97,8 @@ def present(page, lab, path: Path, out: Path) -> dict:
     if not page.evaluate(_PRESENTING):
         check.fail(["the notebook did not open as a deck (jupyterlab-slideshow's presenting mode): is "
                     "jupyterlab-slideshow installed, and did the lecture's settings switch it on?"])
-    n_widgets = len(check.wait_for_widgets()["widgets"])
+    # widgets on hidden slides are checked for a drawn figure when their slide is shown (require_drawn below)
+    n_widgets = len(check.wait_for_widgets(visible_only=True)["widgets"])
     page.evaluate(_FIRST_SLIDE)
     page.wait_for_timeout(500)
     seen: dict[int, tuple] = {}
@@ -106,6 +107,9 @@ def present(page, lab, path: Path, out: Path) -> dict:
         where = page.evaluate(_WHERE)
         new = [i for i, s in enumerate(where["shown"]) if s is True and i not in seen]
         for i in new:
+            blank = check.require_drawn(i)
+            if blank:
+                problems.append(f"{blank} (slide {where['slide']})")
             widget = page.locator(".course-widget").nth(i)
             sliders = widget.locator(".widget-slider")
             moves = []
