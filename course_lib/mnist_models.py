@@ -91,7 +91,7 @@ def mnist_diffusion_config(*, fast: bool = False, conditional: bool = False) -> 
            "lr_schedule": "cosine", "grad_clip": 1.0, "ema_decay": 0.9995, "precision": "bf16", "seed": 0,
            "fast": False, "version": 4}
     if conditional:
-        # notebook 08's U-Net keeps the eps target and min-SNR weights it was trained with (version 2)
+        # notebook 08's U-Net keeps the channels, eps target and min-SNR weights it was trained with (version 2)
         cfg.update(channels=[32, 64, 64], target="eps", weighting="min_snr", num_classes=10, label_drop=0.2,
                    steps=5000, version=2)
     if fast:
