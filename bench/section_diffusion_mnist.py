@@ -10,8 +10,9 @@ deterministic DDIM, eta = 0, with 10, 25, 50 and 100 steps, and eta = 1 on DDIM'
   reference set, drawn at random from the test set): a plug-in Fréchet distance is biased upwards at small sample
   sizes, so only the gap above the floor is the model's. Ratios to the floor and to ancestral sampling are printed.
 
-N_SAMPLES = 1000 (``COURSE_BENCH_MNIST_SAMPLES`` overrides). Sampling runs under bfloat16 autocast where the CPU runs
-bf16 natively (``COURSE_BENCH_PRECISION=float32`` forces float32; the title says which): ~12 minutes on 2 cores.
+N_SAMPLES = 1000 (``COURSE_BENCH_MNIST_SAMPLES`` overrides). Sampling runs under ``fast_inference``: bfloat16
+autocast where the CPU runs bf16 natively (``COURSE_BENCH_PRECISION=float32`` forces float32; the title says which):
+~21 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -28,25 +29,10 @@ DDIM_STEPS = (10, 25, 50, 100)
 SEED = 0
 
 
-class _Autocast(torch.nn.Module):
-    """The denoiser under ``training.autocast(precision)``, returning float32."""
-
-    def __init__(self, model, precision: str):
-        super().__init__()
-        from course_lib.training import autocast
-
-        self.model, self.target, self.config = model, model.target, model.config
-        self.amp, self.on = autocast(precision, next(model.parameters()).device)
-
-    def forward(self, x, t):
-        with self.amp():
-            return self.model(x, t).float()
-
-
 @section("diffusion_mnist")
 def diffusion_mnist():
+    from course_lib import fast_inference
     from course_lib import mnist_models as mm
-    from course_lib import threads_for
     from course_lib.checkpoints import available
     from course_lib.data import mnist_model_tensors
     from course_lib.fid import frechet_distance
@@ -66,7 +52,6 @@ def diffusion_mnist():
     schedule = mm.mnist_schedule(model.config)
     cfg, meta = model.config, info.meta
     precision = os.environ.get("COURSE_BENCH_PRECISION", "bf16")
-    net = _Autocast(model, precision)
 
     x_test, y_test = mnist_model_tensors("test")
     accuracy = mm.classifier_accuracy(clf, x_test, y_test)
@@ -99,16 +84,16 @@ def diffusion_mnist():
     ]
     x_T = torch.randn(N_SAMPLES, 1, 28, 28, generator=torch.Generator().manual_seed(SEED))
     runs = [("ancestral (DDPM), clip x0 to [-1, 1]", schedule.T,
-             lambda: ancestral_sample(net, schedule, x_T=x_T, generator=torch.Generator().manual_seed(SEED + 1),
+             lambda: ancestral_sample(model, schedule, x_T=x_T, generator=torch.Generator().manual_seed(SEED + 1),
                                       clip_x0=1.0))]
     runs += [("DDIM (eta = 0), clip x0 to [-1, 1]", s,
-              lambda s=s: ddim_sample(net, schedule, steps=s, x_T=x_T, clip_x0=1.0)) for s in DDIM_STEPS]
+              lambda s=s: ddim_sample(model, schedule, steps=s, x_T=x_T, clip_x0=1.0)) for s in DDIM_STEPS]
     # the same 50-step grid with fresh noise at every step: what the stochastic steps buy at DDIM-50's cost
     runs.append(("eta = 1 on DDIM's 50-step grid, clip x0 to [-1, 1]", 50,
-                 lambda: sample(net, schedule, steps=50, eta=1.0, x_T=x_T,
+                 lambda: sample(model, schedule, steps=50, eta=1.0, x_T=x_T,
                                 generator=torch.Generator().manual_seed(SEED + 1), clip_x0=1.0)))
     ancestral = None
-    with threads_for(model):
+    with fast_inference(model, precision) as bf16:
         threads = torch.get_num_threads()
         for name, steps, run in runs:
             t0 = time.perf_counter()
@@ -121,5 +106,5 @@ def diffusion_mnist():
     title = (f"Diffusion on MNIST (notebook 07): cosine schedule T = {schedule.T}; {N_SAMPLES} images per sampler from "
              f"the same x^T; Fréchet distance d² in the 128 features of the kit's CNN classifier against {N_REF} "
              f"held-out test digits; sampling on {threads} CPU thread(s), "
-             f"{'bf16 autocast' if net.on else 'float32'}")
+             f"{'bf16 autocast' if bf16 else 'float32'}")
     return title, header, rows

@@ -9,13 +9,15 @@ estimate beside the truth:
 - ``data.load_mnist``: the real MNIST from IDX files (local directory, cache, or download).
 
 Run-time settings: ``FAST`` (``COURSE_FAST=1`` or ``CI``), ``device()``, ``seed(n)``, ``set_threads()``. Importing
-the package changes no global setting: training and sampling set their CPU threads around themselves (``threads_for``).
+the package changes no global setting: training and sampling set their CPU threads around themselves (``threads_for``;
+``fast_inference`` adds bfloat16 autocast where the CPU runs it natively).
 """
 
 from ._runtime import FAST, cache_dir, device, fast_mode, recommended_threads, seed, set_threads, threads_for
 from .data import load_mnist, mnist_tensors
 from .densities import GaussianMixture, named_mixture, rings, swiss_roll, two_moons
 from .schedules import NoiseSchedule
+from .training import fast_inference
 from .vae import LinearGaussianModel
 
 __version__ = "0.1.0"
@@ -27,6 +29,7 @@ __all__ = [
     "NoiseSchedule",
     "cache_dir",
     "device",
+    "fast_inference",
     "fast_mode",
     "load_mnist",
     "mnist_tensors",

@@ -36,7 +36,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ._checks import describe
-from ._runtime import FAST, cache_dir, seed, threads_for
+from ._runtime import FAST, cache_dir, seed
 from .checkpoints import CacheInfo, cached_model, config_key, load_or_train
 from .data import mnist_model_tensors, random_shift
 from .denoisers import ToyDenoiser, diffusion_loss, make_schedule
@@ -310,22 +310,26 @@ def guided_mnist_sampler(kind: str, models: dict, digit, gamma: float):
 
 def sample_guided_digits(kind: str, models: dict, digit, gamma: float, n: int = 10, *, steps: int = 25,
                          eta: float = 1.0, generator: torch.Generator | None = None,
-                         x_T: torch.Tensor | None = None) -> torch.Tensor:
+                         x_T: torch.Tensor | None = None, precision: str = "bf16") -> torch.Tensor:
     """n guided MNIST samples (n, 1, 28, 28) in [-1, 1]: DDIM with ``steps`` steps, x0_hat clipped to [-1, 1].
 
     digit: an int (the same prompt for all n) or a long tensor (n,). ``x_T`` fixes the starting noise.
     eta = 1 (default): DDIM's stochastic end, the chain's posterior on the sub-sequence (DDPM with jumps). With 25
     steps it beat deterministic DDIM (eta = 0) for both kinds of guidance with the kit's earlier eps U-Net
     (``python bench/run.py guidance_mnist`` compares them), so it is the kit's default here.
+    precision: "bf16" (default) runs the networks under bfloat16 autocast where the machine computes bf16 natively
+    (``training.fast_inference``; 10 digits in 25 steps: 0.6 s instead of 0.95 s on 2 cores), "float32" always in
+    float32 (what the shipped sample sets and a float32 re-implementation agree with).
     """
     from .samplers import ddim_sample
+    from .training import fast_inference
 
     den = models["denoiser"][0] if kind == "classifier" else models["cond_denoiser"][0]
     if not isinstance(digit, torch.Tensor):
         digit = check_labels(digit, n, 10)
     guided = guided_mnist_sampler(kind, models, digit, gamma)
     p = next(den.parameters())
-    with threads_for(den):
+    with fast_inference(den, precision):
         return ddim_sample(guided, mnist_schedule(den.config), (n, 1, 28, 28), steps=steps, eta=eta,
                            generator=generator, x_T=x_T, clip_x0=1.0, dtype=p.dtype, device=p.device).float().cpu()
 
@@ -379,7 +383,8 @@ def guidance_sample_sets(models: dict, *, fast: bool = FAST, progress: bool = Tr
     Looked up in the user cache, then in the shipped ``course_lib/pretrained/guidance_samples-<key>.npz`` (the
     default full-mode sets for the shipped models, 0.7 MiB); else computed (2-3 minutes on an idle 2-core CPU,
     ~10 s per strength, several times that on a busy one; seconds on a GPU) and cached as uint8, keyed by
-    ``sample_set_config``. ``recompute=True`` ignores both; ``per_digit`` overrides the set size.
+    ``sample_set_config``. ``recompute=True`` ignores both; ``per_digit`` overrides the set size. The sets are drawn
+    in float32, so a set is the same on every CPU, bf16 units or not.
     """
 
     from tqdm.auto import tqdm
@@ -409,7 +414,7 @@ def guidance_sample_sets(models: dict, *, fast: bool = FAST, progress: bool = Tr
                 # independent: digit d its own (row d of x_T, sampler seed + 1 + d)
                 out[kind][g] = torch.stack([
                     sample_guided_digits(kind, models, d, g, k, steps=cfg["steps"], eta=cfg["eta"],
-                                         x_T=x_T[d if independent else 0],
+                                         x_T=x_T[d if independent else 0], precision="float32",
                                          generator=torch.Generator().manual_seed(cfg["seed"] + 1
                                                                                  + (d if independent else 0)))
                     for d in range(10)])

@@ -203,7 +203,8 @@ def test_guided_sample_sets_are_cached_and_gamma_0_is_unconditional(tmp_cache):
     torch.testing.assert_close(ind["classifier"][0.0][3], plain3.clamp(-1, 1), atol=1 / 127.5, rtol=0)
     torch.testing.assert_close(ind["classifier"][0.0][0], zero[0])  # row 0: the default sets' noise
     guided3 = gm.sample_guided_digits("classifier", models, 3, 5.0, k, steps=cfg["steps"], eta=cfg["eta"],
-                                      x_T=x_T[3].float(), generator=torch.Generator().manual_seed(cfg["seed"] + 4))
+                                      x_T=x_T[3].float(), generator=torch.Generator().manual_seed(cfg["seed"] + 4),
+                                      precision="float32")
     torch.testing.assert_close(ind["classifier"][5.0][3], guided3.clamp(-1, 1), atol=1 / 127.5, rtol=0)
     for kind in gm.GUIDANCE_KINDS:
         for g, x in ind[kind].items():
@@ -303,6 +304,35 @@ def test_guided_sampler_arguments():
     sched = mnist_schedule(models["denoiser"][0].config)
     assert sched.T == 500
     assert np.isfinite(x.numpy()).all()
+
+
+@pytest.mark.parametrize("kind", ["classifier", "cfg"])
+def test_guided_digits_use_bf16_only_where_the_cpu_has_it(monkeypatch, kind):
+    # the default precision is bf16 where native (faster), float32 elsewhere; "float32" is float32 on every machine
+    models = _tiny_models()
+
+    def draw(**kw):
+        return gm.sample_guided_digits(kind, models, 4, 3.0, n=3, steps=4, eta=0.0,
+                                       x_T=torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(1)), **kw)
+
+    seen = []  # the dtype of the U-Net's output at each call
+    net = models["denoiser" if kind == "classifier" else "cond_denoiser"][0]
+    hook = net.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    try:
+        monkeypatch.setenv("COURSE_BF16", "0")  # a CPU without bf16 units
+        fp32 = draw(precision="float32")
+        torch.testing.assert_close(draw(), fp32, rtol=0, atol=0)
+        assert set(seen) == {torch.float32}
+        monkeypatch.setenv("COURSE_BF16", "1")  # one with them
+        seen.clear()
+        torch.testing.assert_close(draw(precision="float32"), fp32, rtol=0, atol=0)
+        assert set(seen) == {torch.float32}
+        seen.clear()
+        bf16 = draw()
+        assert set(seen) == {torch.bfloat16} and len(seen) == 4
+        assert bf16.dtype == torch.float32 and torch.isfinite(bf16).all()
+    finally:
+        hook.remove()
 
 
 def test_shipped_sample_sets_match_the_shipped_models(tmp_cache, monkeypatch):

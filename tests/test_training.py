@@ -94,3 +94,34 @@ def test_an_infinite_loss_stops_before_the_step():
     with pytest.raises(FloatingPointError, match="inf.*at step 3"):
         list(training_loop(model, loss_fn, torch.ones(4, 1), steps=5))
     assert torch.isfinite(model.weight).all() and torch.equal(model.weight.detach(), seen[-1])
+
+
+@pytest.mark.parametrize(("forced", "precision", "expect_bf16"),
+                         [("1", "bf16", True), ("0", "bf16", False), ("1", "float32", False)])
+def test_fast_inference_runs_bf16_only_where_native_and_asked(monkeypatch, forced, precision, expect_bf16):
+    from course_lib._runtime import recommended_threads
+    from course_lib.training import fast_inference
+
+    monkeypatch.setenv("COURSE_BF16", forced)  # stands in for the CPU's bf16 units (present / absent)
+    monkeypatch.delenv("COURSE_THREADS", raising=False)
+    conv = torch.nn.Conv2d(1, 4, 3)
+    x = torch.randn(2, 1, 8, 8)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        with fast_inference(conv, precision) as on:
+            assert on is expect_bf16
+            assert torch.get_num_threads() == recommended_threads(conv)
+            y = conv(x)
+            assert y.dtype == (torch.bfloat16 if expect_bf16 else torch.float32)
+            assert (x * 2.0).dtype == torch.float32  # elementwise arithmetic keeps its dtype
+        assert torch.get_num_threads() == 1 and not torch.is_autocast_enabled("cpu")
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_fast_inference_rejects_an_unknown_precision():
+    from course_lib.training import fast_inference
+
+    with pytest.raises(ValueError, match="^precision: .*'fp16'"), fast_inference(torch.nn.Linear(2, 2), "fp16"):
+        pass
