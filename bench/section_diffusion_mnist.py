@@ -1,7 +1,8 @@
 """Bench section of notebook 07: the shipped MNIST U-Net's training and the quality of its samples (issue 14's table).
 
 For N_SAMPLES generated digits per sampler, all started from the same x^T (ancestral sampling with all T = 500 steps,
-deterministic DDIM, eta = 0, with 10, 25, 50 and 100 steps, and eta = 1 on DDIM's 50-step grid):
+deterministic DDIM, eta = 0, with 10, 25, 50 and 100 steps (``COURSE_BENCH_DDIM_STEPS`` overrides), and eta = 1 on
+DDIM's 50-step grid):
 - **confident**: the share the kit's held-out clean classifier (``mnist_models.MNISTClassifier``, its test accuracy is
   printed) calls some digit with probability >= 0.9, with its binomial standard error; beside it the same share for
   N_SAMPLES real test digits;
@@ -25,7 +26,20 @@ from _harness import fmt_seconds, section
 
 N_SAMPLES = int(os.environ.get("COURSE_BENCH_MNIST_SAMPLES", "1000"))
 N_REF = 5000
-DDIM_STEPS = (10, 25, 50, 100)
+
+
+def _ddim_steps() -> tuple[int, ...]:
+    """COURSE_BENCH_DDIM_STEPS, e.g. "10,25,50,100,500" (500: DDIM along every step of the chain, the ODE's limit)."""
+    raw = os.environ.get("COURSE_BENCH_DDIM_STEPS", "10,25,50,100")
+    try:
+        steps = tuple(int(s) for s in raw.split(","))
+    except ValueError:
+        steps = ()
+    if not steps or not all(1 <= s <= 500 for s in steps):
+        raise ValueError(f"COURSE_BENCH_DDIM_STEPS: expected step counts in 1..500 separated by commas, got {raw!r}")
+    return steps
+
+
 SEED = 0
 
 
@@ -37,6 +51,8 @@ def diffusion_mnist():
     from course_lib.data import mnist_model_tensors
     from course_lib.fid import frechet_distance
     from course_lib.samplers import ancestral_sample, ddim_sample, sample
+
+    ddim_steps = _ddim_steps()
 
     header = ["what", "steps", "images", "time", "confident (≥ 0.9)", "Fréchet distance d²", "d² / floor",
               "d² / ancestral"]
@@ -87,7 +103,7 @@ def diffusion_mnist():
              lambda: ancestral_sample(model, schedule, x_T=x_T, generator=torch.Generator().manual_seed(SEED + 1),
                                       clip_x0=1.0))]
     runs += [("DDIM (eta = 0), clip x0 to [-1, 1]", s,
-              lambda s=s: ddim_sample(model, schedule, steps=s, x_T=x_T, clip_x0=1.0)) for s in DDIM_STEPS]
+              lambda s=s: ddim_sample(model, schedule, steps=s, x_T=x_T, clip_x0=1.0)) for s in ddim_steps]
     # the same 50-step grid with fresh noise at every step: what the stochastic steps buy at DDIM-50's cost
     runs.append(("eta = 1 on DDIM's 50-step grid, clip x0 to [-1, 1]", 50,
                  lambda: sample(model, schedule, steps=50, eta=1.0, x_T=x_T,
