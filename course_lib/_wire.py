@@ -57,10 +57,9 @@ def _read_exact(fd: int, n: int, deadline: float | None) -> bytes:
     chunks, got = [], 0
     while got < n:
         if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("no answer in time")
-            ready, _, _ = select.select([fd], [], [], left)
+            # bytes that have arrived are read even past the deadline (a reader that was not scheduled in time must
+            # not discard an answer given in time): only an empty pipe at the deadline is a timeout
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
             if not ready:
                 raise TimeoutError("no answer in time")
         chunk = os.read(fd, min(n - got, 1 << 20))

@@ -180,12 +180,11 @@ class Worker:
     def _write(self, data: bytes, deadline: float) -> None:
         fd, view = self.proc.stdin.fileno(), memoryview(data)
         while view:
-            left = deadline - time.monotonic()
-            if left <= 0:
+            # as in _wire.read_frame: only a pipe still full at the deadline is a timeout, not a late writer
+            _, ready, _ = select.select([], [fd], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
                 raise TimeoutError("the worker stopped reading")
-            _, ready, _ = select.select([], [fd], [], left)
-            if ready:
-                view = view[os.write(fd, view[: 1 << 16]):]
+            view = view[os.write(fd, view[: 1 << 16]):]
 
     def request(self, header: dict, payload: bytes = b"", *, timeout: float) -> tuple[dict, bytes]:
         """Send one request and read its answer within ``timeout`` (+ grace) s; ``WorkerLost`` otherwise."""
