@@ -185,6 +185,9 @@ def serve(fd_in: int, fd_out: int) -> None:
 
 
 def main() -> None:
+    # the time limit raises KeyboardInterrupt through SIGINT's handler: install Python's own even when the grader
+    # was started with SIGINT ignored (a background job of a shell script, cron), which the worker would inherit
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     fd_in, fd_out = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)

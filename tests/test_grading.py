@@ -195,3 +195,22 @@ def test_every_master_gets_full_marks_from_its_own_grader(name):
     assert result["events"] == [], result["events"]
     for row in result["exercises"]:
         assert (row["points"], row["message"], row["flag"]) == (row["max_points"], "passed", ""), row
+
+
+@pytest.mark.slow
+def test_the_time_limit_holds_when_the_grader_ignores_sigint(tmp_path):
+    # a grader started as a background job of a script ignores SIGINT, and so would its workers: the time limit
+    # (an interrupt) must still stop a never-ending test and say "timed out", not lose the worker
+    import signal
+
+    (tmp_path / "s" / "loop").mkdir(parents=True)
+    nbformat.write(SUBMISSIONS["never_ending"], tmp_path / "s" / "loop" / MASTER.name)
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        grade_folder(tmp_path / "s", tmp_path / "grades.csv", master=MASTER, timeout=TIMEOUT,
+                     check_timeout=CHECK_TIMEOUT, log=lambda line: None)
+    finally:
+        signal.signal(signal.SIGINT, before)
+    with (tmp_path / "grades.csv").open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert "timed out" in _message(rows, "loop", 2), [r for r in rows if r["exercise"] != "1"]
