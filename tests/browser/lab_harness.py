@@ -146,8 +146,12 @@ _HELPERS = """() => {
         const el = canvas || img;
         const width = [Math.round((el ? el.getBoundingClientRect().right : left) - left),
                        Math.round(area.getBoundingClientRect().right - left)];
-        // false on a slide the deck hides (display: none above it)
-        const visible = w.getClientRects().length > 0;
+        // on screen: rendered (not under display: none), not hidden or transparent, and inside the viewport (a deck
+        // may keep its other slides laid out but hidden, or move them out of view)
+        const r = w.getBoundingClientRect();
+        const visible = w.getClientRects().length > 0
+          && (!w.checkVisibility || w.checkVisibility({opacityProperty: true, visibilityProperty: true}))
+          && r.bottom > 0 && r.right > 0 && r.top < window.innerHeight && r.left < window.innerWidth;
         return Object.assign({figure: canvas ? 'canvas' : (img ? 'img' : null), size, sliders, width, visible},
                              digest(fig));
       });
