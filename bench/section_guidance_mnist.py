@@ -81,7 +81,7 @@ def guidance_mnist():
                  f"{_real_floor(judge, x_test, ref, g):.1f}", str(10 * PER_DIGIT)])
 
     digits = torch.arange(10)
-    threads = recommended_threads(models["denoiser"][0])  # what sample_guided_digits runs with (threads_for)
+    threads = recommended_threads(models["denoiser"][0])  # what sample_guided_digits runs with (fast_inference)
     _, native_bf16 = autocast("bf16", dev)
     for kind in gm.GUIDANCE_KINDS:
         for precision in ("bf16", "float32"):
